@@ -1,0 +1,37 @@
+"""The layer vocabulary: each layer's config, weights in Keras order, output shape and numpy `call`."""
+
+from . import (
+    activation_layers,
+    convolutional,
+    core,
+    embedding,
+    merging,
+    normalization,
+    pooling,
+    regularization,
+    reshaping,
+)
+from .base import LAYERS, Layer, Weight, get_layer_class, keras_dialect, register_layer
+from .core import Activation, Dense, Input, InputLayer
+
+
+def __getattr__(name):
+    """`kconvert.layers.Conv2D` and friends: any registered layer class by name."""
+    if name in LAYERS:
+        return LAYERS[name]
+    raise AttributeError(f"module 'kconvert.layers' has no attribute '{name}'")
+
+
+def deserialize(config: dict, custom_objects: dict | None = None) -> Layer:
+    """A layer from `{'class_name': ..., 'config': ...}` (Keras's `layers.deserialize`)."""
+    cls = get_layer_class(config["class_name"], custom_objects, (config.get("config") or {}).get("name"))
+    return cls.from_config(config.get("config") or {})
+
+
+def serialize(layer: Layer) -> dict:
+    return {"class_name": type(layer).__name__, "config": layer.get_config()}
+
+
+__all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activation", "get_layer_class",
+           "keras_dialect", "register_layer", "deserialize", "serialize", "activation_layers", "convolutional",
+           "core", "embedding", "merging", "normalization", "pooling", "regularization", "reshaping"]

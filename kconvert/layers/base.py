@@ -1,0 +1,399 @@
+"""The Layer base class, weights, layer naming and the layer registry."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import inspect
+import re
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, GraphError, ShapeError, UnknownLayerError, WeightsError
+from ..ir import Node, Value
+
+Shape = tuple  # a shape with None for unknown dims; layers taking several inputs get a list of shapes
+
+# ---------------------------------------------------------------------------------------------- registry
+
+LAYERS: dict[str, type[Layer]] = {}
+
+
+def register_layer(*names: str) -> Callable[[type], type]:
+    """Class decorator: make a layer class known by its class name (and any alias names)."""
+
+    def deco(cls):
+        for n in (cls.__name__, *names):
+            LAYERS[n] = cls
+        return cls
+
+    return deco
+
+
+def get_layer_class(class_name: str, custom_objects: dict | None = None, layer_name: str | None = None) -> type:
+    """Resolve a config's class name: custom objects first, then the registry."""
+    if custom_objects and class_name in custom_objects:
+        return custom_objects[class_name]
+    short = class_name.split(">")[-1]  # Keras 3 registered names "Package>Name"
+    if custom_objects and short in custom_objects:
+        return custom_objects[short]
+    if class_name in LAYERS:
+        return LAYERS[class_name]
+    if short in LAYERS:
+        return LAYERS[short]
+    raise UnknownLayerError(
+        f"unknown layer class '{class_name}'; if it is a custom layer, pass its class as "
+        f"custom_objects={{'{short}': {short}}}", layer=layer_name)
+
+
+# ---------------------------------------------------------------------------------------------- dialect
+
+_KERAS_MAJOR: contextvars.ContextVar[int] = contextvars.ContextVar("keras_major", default=2)
+
+
+@contextlib.contextmanager
+def keras_dialect(major: int):
+    """Layers built inside compute as Keras `major` computed (e.g. `hard_sigmoid` differs in 2 and 3)."""
+    token = _KERAS_MAJOR.set(int(major))
+    try:
+        yield
+    finally:
+        _KERAS_MAJOR.reset(token)
+
+
+def current_keras_major() -> int:
+    return _KERAS_MAJOR.get()
+
+
+# ---------------------------------------------------------------------------------------------- naming
+
+_NAME_COUNTS: defaultdict[str, int] = defaultdict(int)
+
+
+def to_snake_case(name: str) -> str:
+    """Keras's class-name to default-layer-name rule (`Conv2D` -> `conv2d`, `PReLU` -> `p_re_lu`)."""
+    s = re.sub(r"(.)([A-Z][a-z0-9]+)", r"\1_\2", name)
+    s = re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
+    return "private" + s if s.startswith("_") else s
+
+
+def unique_name(base: str, zero_based: bool = True) -> str:
+    """`base`, `base_1`, `base_2`, ... as tf.keras names layers (zero_based=False: `base_1` first)."""
+    count = _NAME_COUNTS[base]
+    _NAME_COUNTS[base] += 1
+    if zero_based:
+        return base if count == 0 else f"{base}_{count}"
+    return f"{base}_{count + 1}"
+
+
+def reset_names() -> None:
+    """Forget the default-name counters (Keras's `clear_session`)."""
+    _NAME_COUNTS.clear()
+
+
+# ---------------------------------------------------------------------------------------------- weights
+
+
+class Weight:
+    """A named weight array held by a layer."""
+
+    __slots__ = ("name", "value", "trainable")
+
+    def __init__(self, name: str, value: np.ndarray, trainable: bool = True):
+        self.name = name
+        self.value = value
+        self.trainable = trainable
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.shape
+
+    def numpy(self) -> np.ndarray:
+        return self.value
+
+    def assign(self, value) -> None:
+        value = np.asarray(value)
+        if value.shape != self.value.shape:
+            raise WeightsError(f"weight '{self.name}' has shape {self.value.shape}, got {value.shape}")
+        self.value = value.astype(self.value.dtype, copy=True)
+
+    def __repr__(self) -> str:
+        return f"<Weight {self.name} shape={self.value.shape}>"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def _flatten(inputs) -> tuple[list, bool]:
+    if isinstance(inputs, (list, tuple)):
+        return list(inputs), True
+    if isinstance(inputs, dict):
+        return list(inputs.values()), True
+    return [inputs], False
+
+
+def is_shape_list(shape) -> bool:
+    """True for a list of shapes (several tensors), False for one shape."""
+    return isinstance(shape, list) and len(shape) > 0 and isinstance(shape[0], (tuple, list))
+
+
+def _batchless(shape):
+    return (None, *shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------- Layer
+
+_BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
+                "weights", "autocast", "dynamic", "input_dtype"}
+
+
+class Layer:
+    """Base of every layer: config, weights in Keras order, shape inference and a numpy `call`.
+
+    Subclasses implement `build(input_shape)` (creating weights with `add_weight`), `call(inputs)` with
+    `kconvert.ops`, `compute_output_shape(input_shape)` and `get_config()`.
+    """
+
+    supports_masking = False
+
+    def __init__(self, name: str | None = None, trainable: bool = True, dtype: Any = None, **kwargs):
+        unknown = set(kwargs) - _BASE_KWARGS
+        if unknown:
+            raise ConfigError(f"{type(self).__name__} got unknown arguments: {sorted(unknown)}", layer=name)
+        self.name = name or unique_name(to_snake_case(type(self).__name__))
+        self.trainable = bool(trainable)
+        self._dtype_config = dtype if dtype is not None else "float32"
+        self.dtype = _resolve_dtype(self._dtype_config)
+        self.built = False
+        self._trainable_weights: list[Weight] = []
+        self._non_trainable_weights: list[Weight] = []
+        self._inbound_nodes: list[Node] = []
+        self._build_input_shape = None
+        self._initial_weights = kwargs.get("weights")
+        self._keras_major = current_keras_major()
+        batch_input_shape = kwargs.get("batch_input_shape")
+        if batch_input_shape is None and kwargs.get("input_shape") is not None:
+            batch_input_shape = (kwargs.get("batch_size"), *kwargs["input_shape"])
+        if batch_input_shape is None and kwargs.get("input_dim") is not None:
+            batch_input_shape = (kwargs.get("batch_size"), kwargs["input_dim"])
+        self._batch_input_shape = tuple(batch_input_shape) if batch_input_shape is not None else None
+
+    # ------------------------------------------------------------------ to be overridden
+    def build(self, input_shape: Shape) -> None:
+        """Create the layer's weights for `input_shape`."""
+        self.built = True
+
+    def call(self, inputs, **kwargs):
+        """Compute the layer on numpy arrays."""
+        return inputs
+
+    def compute_output_shape(self, input_shape: Shape) -> Shape:
+        return input_shape
+
+    def compute_output_layout(self, input_layouts: list, output_shape: Shape):
+        """Layout string of the output(s); by default the first input's when the rank is unchanged."""
+        first = input_layouts[0] if input_layouts else None
+        return first if first is not None and not is_shape_list(output_shape) and len(output_shape) == len(first) else None
+
+    def compute_output_dtype(self, input_dtypes: list[str]) -> str:
+        return self.dtype
+
+    def compute_mask(self, inputs, mask=None):
+        return mask if self.supports_masking else None
+
+    def get_config(self) -> dict:
+        config = {"name": self.name, "trainable": self.trainable, "dtype": self._dtype_config}
+        if self._batch_input_shape is not None:
+            config["batch_input_shape"] = list(self._batch_input_shape)
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> Layer:
+        return cls(**config)
+
+    # ------------------------------------------------------------------ weights
+    def add_weight(self, name: str, shape: Sequence[int], initializer: Any = "zeros", trainable: bool = True,
+                   dtype: str | None = None) -> Weight:
+        """Create a weight named `<layer>/<name>:0` as tf.keras names it."""
+        from .initializers import get as get_initializer
+
+        value = get_initializer(initializer)(tuple(int(s) for s in shape), dtype or self.dtype)
+        w = Weight(f"{self.name}/{name}:0", np.asarray(value, dtype=dtype or self.dtype), trainable)
+        (self._trainable_weights if trainable else self._non_trainable_weights).append(w)
+        return w
+
+    @property
+    def trainable_weights(self) -> list[Weight]:
+        return list(self._trainable_weights) if self.trainable else []
+
+    @property
+    def non_trainable_weights(self) -> list[Weight]:
+        if self.trainable:
+            return list(self._non_trainable_weights)
+        return list(self._trainable_weights) + list(self._non_trainable_weights)
+
+    @property
+    def weights(self) -> list[Weight]:
+        return self.trainable_weights + self.non_trainable_weights
+
+    def get_weights(self) -> list[np.ndarray]:
+        return [w.value.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[np.ndarray]) -> None:
+        own = self.weights
+        if len(weights) != len(own):
+            raise WeightsError(f"expects {len(own)} weight arrays, got {len(weights)}", layer=self.name)
+        for w, value in zip(own, weights):
+            value = np.asarray(value)
+            if value.shape != w.shape:
+                raise WeightsError(f"weight '{w.name}' has shape {w.shape}, the provided one {value.shape}",
+                                   layer=self.name)
+        for w, value in zip(own, weights):
+            w.assign(value)
+
+    def count_params(self) -> int:
+        return int(sum(int(np.prod(w.shape)) for w in self.weights))
+
+    # ------------------------------------------------------------------ calling
+    def _maybe_build(self, input_shape) -> None:
+        if not self.built:
+            self._build_input_shape = input_shape
+            try:
+                self.build(input_shape)
+            except (ValueError, IndexError, TypeError) as e:
+                raise ShapeError(f"cannot be built for input shape {input_shape}: {e}", layer=self.name) from e
+            self.built = True
+            if self._initial_weights is not None:
+                self.set_weights(self._initial_weights)
+                self._initial_weights = None
+
+    def __call__(self, inputs, **kwargs):
+        flat, nested = _flatten(inputs)
+        if flat and all(isinstance(v, Value) for v in flat):
+            return self._call_symbolic(flat, nested, kwargs)
+        if any(isinstance(v, Value) for v in flat):
+            raise GraphError("a layer cannot mix symbolic tensors and arrays in one call", layer=self.name)
+        arrays = [np.asarray(a) for a in flat]
+        shapes = [_batchless(a.shape) for a in arrays]
+        self._maybe_build(shapes if nested else shapes[0])
+        return self.call(arrays if nested else arrays[0], **self._call_kwargs(kwargs))
+
+    def _call_kwargs(self, kwargs: dict) -> dict:
+        accepted = _call_params(type(self))
+        return {k: v for k, v in kwargs.items() if k in accepted or "**" in accepted}
+
+    def _call_symbolic(self, flat: list[Value], nested: bool, kwargs: dict):
+        shapes = [v.shape for v in flat]
+        in_shape = shapes if nested else shapes[0]
+        self._maybe_build(in_shape)
+        try:
+            out_shape = self.compute_output_shape(in_shape)
+        except (ValueError, IndexError, TypeError) as e:
+            raise ShapeError(f"cannot compute the output shape for input shape {in_shape}: {e}",
+                             layer=self.name) from e
+        node = Node(self, flat, nested, kwargs)
+        layout = self.compute_output_layout([v.layout for v in flat], out_shape)
+        dtype = self.compute_output_dtype([v.dtype for v in flat])
+        multi = is_shape_list(out_shape)
+        shapes_out = out_shape if multi else [out_shape]
+        layouts = layout if isinstance(layout, list) else [layout] * len(shapes_out)
+        node.outputs = [Value(s, dtype, lay, node, i, name=f"{self.name}/{node.node_index}/{i}")
+                        for i, (s, lay) in enumerate(zip(shapes_out, layouts))]
+        return list(node.outputs) if multi else node.outputs[0]
+
+    # ------------------------------------------------------------------ Keras node accessors
+    def _node_attr(self, index: int, attr: str):
+        if not self._inbound_nodes:
+            raise GraphError("has never been called and thus has no defined " + attr, layer=self.name)
+        if index >= len(self._inbound_nodes):
+            raise GraphError(f"has only {len(self._inbound_nodes)} inbound nodes, asked for node {index}",
+                             layer=self.name)
+        node = self._inbound_nodes[index]
+        values = node.inputs if attr == "input" else node.outputs
+        if attr == "input" and not values:  # InputLayer: its input is its output
+            values = node.outputs
+        single = (attr == "input" and not node.nested) or (attr == "output" and len(values) == 1)
+        return values[0] if single and values else list(values)
+
+    def _single_node(self, attr: str):
+        if len(self._inbound_nodes) > 1:
+            raise GraphError(f"has multiple inbound nodes, hence the notion of 'layer {attr}' is ill-defined; "
+                             f"use get_{attr}_at(node_index)", layer=self.name)
+        return self._node_attr(0, attr)
+
+    def get_input_at(self, node_index: int):
+        return self._node_attr(node_index, "input")
+
+    def get_output_at(self, node_index: int):
+        return self._node_attr(node_index, "output")
+
+    def get_input_shape_at(self, node_index: int):
+        return _shape_of(self.get_input_at(node_index))
+
+    def get_output_shape_at(self, node_index: int):
+        return _shape_of(self.get_output_at(node_index))
+
+    @property
+    def input(self):
+        return self._single_node("input")
+
+    @property
+    def output(self):
+        return self._single_node("output")
+
+    @property
+    def input_shape(self):
+        shapes = {repr(_shape_of(n.inputs if n.nested else (n.inputs or n.outputs)[0]))
+                  for n in self._inbound_nodes}
+        if len(shapes) > 1:
+            raise GraphError("has multiple inbound nodes with different input shapes; use get_input_shape_at",
+                             layer=self.name)
+        return _shape_of(self.get_input_at(0))
+
+    @property
+    def output_shape(self):
+        shapes = {repr(_shape_of(n.outputs if len(n.outputs) > 1 else n.outputs[0])) for n in self._inbound_nodes}
+        if len(shapes) > 1:
+            raise GraphError("has multiple inbound nodes with different output shapes; use get_output_shape_at",
+                             layer=self.name)
+        return _shape_of(self.get_output_at(0))
+
+    @property
+    def inbound_nodes(self) -> list[Node]:
+        return list(self._inbound_nodes)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+def _shape_of(v):
+    if isinstance(v, list):
+        return [x.shape for x in v]
+    return v.shape
+
+
+_CALL_PARAMS: dict[type, set] = {}
+
+
+def _call_params(cls: type) -> set:
+    if cls not in _CALL_PARAMS:
+        params = inspect.signature(cls.call).parameters
+        names = {p.name for p in params.values()}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            names.add("**")
+        _CALL_PARAMS[cls] = names
+    return _CALL_PARAMS[cls]
+
+
+def _resolve_dtype(dtype: Any) -> str:
+    """Compute dtype from a dtype string or a Keras policy dict (mixed policies compute in float32 here)."""
+    if isinstance(dtype, dict):
+        name = dtype.get("config", {}).get("name", "float32")
+    else:
+        name = str(dtype)
+    if name.startswith("mixed_") or name in ("float16", "bfloat16"):
+        return "float32"
+    return name

@@ -1,0 +1,51 @@
+"""Regularizers and constraints as configuration: kept, and serialized, in tf.keras's form.
+
+Inference does not use them; the training runtime interprets them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+_REGULARIZER_NAMES = {"l1": ("L1", {"l1": 0.01}), "l2": ("L2", {"l2": 0.01}),
+                      "l1_l2": ("L1L2", {"l1": 0.01, "l2": 0.01})}
+_CONSTRAINT_NAMES = {"max_norm": "MaxNorm", "non_neg": "NonNeg", "unit_norm": "UnitNorm",
+                     "min_max_norm": "MinMaxNorm", "radial_constraint": "RadialConstraint"}
+
+
+def _f32(v: float) -> float:
+    # tf.keras stores regularization factors as float32 and serializes them back as Python floats
+    return float(np.float32(v))
+
+
+def serialize_regularizer(identifier: Any) -> Any:
+    """tf.keras config of a regularizer argument (None, a name like 'l2', or a config dict)."""
+    if identifier is None or isinstance(identifier, dict):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in _REGULARIZER_NAMES:
+            raise ValueError(f"unknown regularizer '{identifier}'")
+        cls, cfg = _REGULARIZER_NAMES[identifier]
+        return {"module": "keras.regularizers", "class_name": cls, "config": {k: _f32(v) for k, v in cfg.items()},
+                "registered_name": None}
+    if hasattr(identifier, "get_config"):
+        return {"module": "keras.regularizers", "class_name": type(identifier).__name__,
+                "config": identifier.get_config(), "registered_name": None}
+    raise ValueError(f"cannot interpret {identifier!r} as a regularizer")
+
+
+def serialize_constraint(identifier: Any) -> Any:
+    """tf.keras config of a constraint argument."""
+    if identifier is None or isinstance(identifier, dict):
+        return identifier
+    if isinstance(identifier, str):
+        if identifier not in _CONSTRAINT_NAMES:
+            raise ValueError(f"unknown constraint '{identifier}'")
+        return {"module": "keras.constraints", "class_name": _CONSTRAINT_NAMES[identifier], "config": {},
+                "registered_name": None}
+    if hasattr(identifier, "get_config"):
+        return {"module": "keras.constraints", "class_name": type(identifier).__name__,
+                "config": identifier.get_config(), "registered_name": None}
+    raise ValueError(f"cannot interpret {identifier!r} as a constraint")

@@ -1,0 +1,78 @@
+"""Activation-style nonlinearities and normalisation helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras ReLU: x if x >= threshold, else negative_slope * (x - threshold); then capped at max_value."""
+    if negative_slope == 0.0 and threshold == 0.0:
+        y = np.maximum(x, 0)
+    else:
+        y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+    if max_value is not None:
+        y = np.minimum(y, max_value)
+    return y.astype(x.dtype, copy=False)
+
+
+def sigmoid(x):
+    # numerically stable for large |x|
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def softmax(x, axis=-1):
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    s = x - np.max(x, axis=axis, keepdims=True)
+    return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
+
+
+def softplus(x):
+    return (np.logaddexp(0, x)).astype(x.dtype, copy=False)
+
+
+def softsign(x):
+    return x / (1 + np.abs(x))
+
+
+def elu(x, alpha=1.0):
+    return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0))).astype(x.dtype, copy=False)
+
+
+def selu(x):
+    alpha, scale = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+    return (scale * elu(x, alpha)).astype(x.dtype, copy=False)
+
+
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def erf(x):
+    try:
+        from scipy.special import erf as sp_erf  # optional; far faster than the vectorised fallback
+    except ImportError:  # pragma: no cover - depends on the environment
+        sp_erf = _erf
+    return sp_erf(x).astype(np.asarray(x).dtype, copy=False)
+
+
+def gelu(x, approximate=False):
+    if approximate:
+        c = np.sqrt(2.0 / np.pi).astype(x.dtype)
+        return (0.5 * x * (1.0 + np.tanh(c * (x + 0.044715 * x**3)))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1.0 + erf(x / np.sqrt(2.0).astype(x.dtype)))).astype(x.dtype, copy=False)
+
+
+def l2_normalize(x, axis=-1, epsilon=1e-12):
+    sq = np.sum(np.square(x), axis=axis, keepdims=True)
+    return x / np.sqrt(np.maximum(sq, epsilon))
