@@ -5,6 +5,7 @@ from . import (
     convolutional,
     core,
     embedding,
+    masking,
     merging,
     normalization,
     pooling,
@@ -34,4 +35,4 @@ def serialize(layer: Layer) -> dict:
 
 __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activation", "get_layer_class",
            "keras_dialect", "register_layer", "deserialize", "serialize", "activation_layers", "convolutional",
-           "core", "embedding", "merging", "normalization", "pooling", "regularization", "reshaping"]
+           "core", "embedding", "masking", "merging", "normalization", "pooling", "regularization", "reshaping"]

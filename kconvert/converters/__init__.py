@@ -1,0 +1,1 @@
+"""Meaning: Keras configs <-> IR, weights onto layers."""

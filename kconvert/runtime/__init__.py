@@ -1,0 +1,1 @@
+"""Executing the IR: the numpy engine (and, later, onnxruntime sessions)."""
