@@ -2,6 +2,10 @@
 
 __version__ = "0.1.0"
 
-from . import errors, layers, ops  # noqa: E402
+# models registers Model/Functional/Sequential with the layer registry
+from . import backend, errors, layers, models, ops  # noqa: E402
+from .layers import Input  # noqa: E402
+from .models import Model, Sequential, load_model, model_from_json, model_from_yaml  # noqa: E402
 
-__all__ = ["errors", "layers", "ops", "__version__"]
+__all__ = ["backend", "errors", "layers", "ops", "models", "Input", "Model", "Sequential", "load_model",
+           "model_from_json", "model_from_yaml", "__version__"]

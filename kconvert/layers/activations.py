@@ -1,4 +1,9 @@
-"""Activation functions by Keras name; `hard_sigmoid` follows the Keras version that wrote the model."""
+"""Activation functions by Keras name; `hard_sigmoid` follows the Keras version that wrote the model.
+
+Every name tf_keras 2.x accepts is here (its `keras.activations` module plus the `tf.nn` functions it
+resolves by name: `relu6`, `leaky_relu`, `log_softmax`), and so are the functions Keras 3 added
+(`celu`, `glu`, `hard_silu`, `sparsemax`, ...), so that files written by either version load.
+"""
 
 from __future__ import annotations
 
@@ -20,30 +25,95 @@ def _hard_sigmoid_keras3(x):
     return (np.clip(x + 3.0, 0.0, 6.0) / 6.0).astype(x.dtype, copy=False)
 
 
-def _exponential(x):
+def linear(x):
+    return x
+
+
+def exponential(x):
     return np.exp(x)
 
 
-def _swish(x):
+def swish(x):
     return x * ops.sigmoid(x)
 
 
-def _mish(x):
-    return x * np.tanh(ops.softplus(x))
+def mish(x):
+    return (x * np.tanh(ops.softplus(x))).astype(x.dtype, copy=False)
 
 
-def _relu6(x):
+def relu6(x):
     return ops.relu(x, max_value=6.0)
 
 
-def _hard_silu(x):
-    return x * _hard_sigmoid_keras3(x)
+def leaky_relu(x, negative_slope=0.2):
+    # tf.nn.leaky_relu (tf_keras resolves the name to it) and Keras 3's leaky_relu: slope 0.2
+    return ops.relu(x, negative_slope=negative_slope)
+
+
+def hard_silu(x):
+    return (x * _hard_sigmoid_keras3(x)).astype(x.dtype, copy=False)
+
+
+def celu(x, alpha=1.0):
+    return (np.maximum(x, 0) + alpha * np.expm1(np.minimum(x, 0) / alpha)).astype(x.dtype, copy=False)
+
+
+def glu(x, axis=-1):
+    a, b = np.split(x, 2, axis=axis)
+    return a * ops.sigmoid(b)
+
+
+def log_sigmoid(x):
+    return -ops.softplus(-x)
+
+
+def hard_tanh(x):
+    return np.clip(x, -1.0, 1.0).astype(x.dtype, copy=False)
+
+
+def hard_shrink(x, threshold=0.5):
+    return np.where(np.abs(x) > threshold, x, 0).astype(x.dtype, copy=False)
+
+
+def soft_shrink(x, threshold=0.5):
+    return np.where(x > threshold, x - threshold, np.where(x < -threshold, x + threshold, 0)).astype(x.dtype,
+                                                                                                     copy=False)
+
+
+def tanh_shrink(x):
+    return x - np.tanh(x)
+
+
+def sparse_plus(x):
+    return np.where(x <= -1, 0, np.where(x >= 1, x, 0.25 * np.square(x + 1))).astype(x.dtype, copy=False)
+
+
+def sparse_sigmoid(x):
+    return np.where(x <= -1, 0, np.where(x >= 1, 1, 0.5 * (x + 1))).astype(x.dtype, copy=False)
+
+
+def squareplus(x, b=4):
+    return (0.5 * (x + np.sqrt(np.square(x) + b))).astype(x.dtype, copy=False)
+
+
+def sparsemax(x, axis=-1):
+    """Euclidean projection onto the simplex along `axis` (Martins & Astudillo, 2016)."""
+    x = np.asarray(x)
+    z = np.moveaxis(x, axis, -1)
+    zs = -np.sort(-z, axis=-1)
+    k = np.arange(1, z.shape[-1] + 1, dtype=x.dtype)
+    cum = np.cumsum(zs, axis=-1)
+    support = 1 + k * zs > cum
+    k_z = np.sum(support, axis=-1, keepdims=True)
+    tau = (np.take_along_axis(cum, k_z - 1, axis=-1) - 1) / k_z.astype(x.dtype)
+    return np.moveaxis(np.maximum(z - tau, 0), -1, axis).astype(x.dtype, copy=False)
 
 
 ACTIVATIONS: dict[str, Callable] = {
-    "linear": lambda x: x,
+    "linear": linear,
     "relu": ops.relu,
-    "relu6": _relu6,
+    "relu6": relu6,
+    "leaky_relu": leaky_relu,
     "sigmoid": ops.sigmoid,
     "tanh": np.tanh,
     "softmax": ops.softmax,
@@ -53,13 +123,43 @@ ACTIVATIONS: dict[str, Callable] = {
     "elu": ops.elu,
     "selu": ops.selu,
     "gelu": ops.gelu,
-    "exponential": _exponential,
-    "swish": _swish,
-    "silu": _swish,
-    "mish": _mish,
-    "hard_silu": _hard_silu,
-    "hard_swish": _hard_silu,
+    "exponential": exponential,
+    "swish": swish,
+    "silu": swish,
+    "mish": mish,
+    "hard_silu": hard_silu,
+    "hard_swish": hard_silu,
+    # Keras 3 only
+    "celu": celu,
+    "glu": glu,
+    "log_sigmoid": log_sigmoid,
+    "hard_tanh": hard_tanh,
+    "hard_shrink": hard_shrink,
+    "soft_shrink": soft_shrink,
+    "tanh_shrink": tanh_shrink,
+    "sparse_plus": sparse_plus,
+    "sparse_sigmoid": sparse_sigmoid,
+    "squareplus": squareplus,
+    "sparsemax": sparsemax,
 }
+
+# names each Keras writes for a function that has two (tf_keras writes "swish" for silu; Keras 3 "silu")
+_KERAS2_NAMES = {"silu": "swish"}
+_KERAS3_NAMES = {"swish": "silu", "hard_swish": "hard_silu"}
+_NAME_OF = {id(fn): name for name, fn in reversed(ACTIVATIONS.items())}
+_NAME_OF.update({id(_hard_sigmoid_keras2): "hard_sigmoid", id(_hard_sigmoid_keras3): "hard_sigmoid"})
+
+
+def _name(identifier) -> str:
+    if isinstance(identifier, dict):
+        # Keras 3 may serialize activations as objects: {"class_name": "function", "config": "relu", ...}
+        config = identifier.get("config")
+        if isinstance(config, str):
+            return config
+        if isinstance(config, dict) and config.get("name"):
+            return str(config["name"])
+        return str(identifier.get("registered_name") or identifier.get("class_name"))
+    return str(identifier)
 
 
 def get(identifier, keras_major: int | None = None) -> Callable:
@@ -68,9 +168,7 @@ def get(identifier, keras_major: int | None = None) -> Callable:
         return ACTIVATIONS["linear"]
     if callable(identifier):
         return identifier
-    if isinstance(identifier, dict):  # Keras 3 may serialize activations as objects
-        identifier = identifier.get("config", {}).get("name") or identifier.get("class_name")
-    name = str(identifier)
+    name = _name(identifier)
     if name == "hard_sigmoid":
         major = keras_major if keras_major is not None else current_keras_major()
         return _hard_sigmoid_keras3 if major >= 3 else _hard_sigmoid_keras2
@@ -79,9 +177,15 @@ def get(identifier, keras_major: int | None = None) -> Callable:
     return ACTIVATIONS[name]
 
 
-def serialize(identifier) -> str:
+def serialize(identifier, keras_major: int | None = None):
+    """The name the Keras version in effect writes for an activation (tf_keras by default)."""
     if identifier is None:
         return "linear"
     if callable(identifier):
-        return getattr(identifier, "__name__", "custom")
-    return identifier
+        name = _NAME_OF.get(id(identifier)) or getattr(identifier, "__name__", "custom")
+    elif isinstance(identifier, dict):
+        return identifier
+    else:
+        name = str(identifier)
+    major = keras_major if keras_major is not None else current_keras_major()
+    return (_KERAS3_NAMES if major >= 3 else _KERAS2_NAMES).get(name, name)

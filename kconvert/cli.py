@@ -1,0 +1,179 @@
+"""The `kconvert` command. Exit codes: 0 ok, 1 conversion or input error, 2 usage, 3 validation over tolerance."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def deco(fn):
+        COMMANDS[name] = fn
+        return fn
+    return deco
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+
+
+@command("inspect")
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .api import inspect_file
+
+    report = inspect_file(args.file)
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=1, default=str))
+        return EXIT_OK
+    print(f"file:    {report['file']}")
+    print(f"format:  {report['format']}")
+    if report.get("keras_version"):
+        print(f"keras:   {report['keras_version']} (backend: {report.get('backend') or 'unknown'})")
+    if report.get("summary"):
+        print()
+        print("\n".join(report["summary"]))
+    for key, title in (("inputs", "inputs"), ("outputs", "outputs")):
+        if report.get(key):
+            print(f"\n{title}:")
+            for item in report[key]:
+                print(f"  {item['name']:<30} {str(tuple(item['shape'])):<24} {item['dtype']}")
+    if report.get("weights"):
+        print("\nweights:")
+        for w in report["weights"]:
+            print(f"  {w['name']:<50} {str(tuple(w['shape'])):<24} {w['dtype']}")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------- validate
+
+
+@command("validate")
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .api import compare_models, load_any
+
+    model_a = load_any(args.model_a, weights=args.weights_a)
+    model_b = load_any(args.model_b, weights=args.weights_b)
+    inputs = None
+    if args.input:
+        inputs = _load_inputs(args.input)
+    report = compare_models(model_a, model_b, inputs=inputs, batch=args.batch, seed=args.seed)
+    width = max(len(r["name"]) for r in report["outputs"])
+    for r in report["outputs"]:
+        status = "ok" if r["ok"] else "OVER TOLERANCE"
+        print(f"{r['name']:<{width}}  max_abs={r['max_abs']:.3g}  max_rel={r['max_rel']:.3g}  "
+              f"tolerance={r['tolerance']:.3g}  {status}")
+    return EXIT_OK if report["ok"] else EXIT_MISMATCH
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .api import load_any, random_inputs
+    from .formats.atomic import atomic_write
+
+    model = load_any(args.model, weights=args.weights)
+    feeds = _load_inputs(args.input) if args.input else random_inputs(model, args.batch, args.seed)
+    outputs = model.predict(feeds if len(feeds) > 1 else feeds[0], batch_size=args.batch_size)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    for name, y in zip(model.output_names, outputs):
+        flat = y.reshape(-1)
+        head = ", ".join(f"{v:.6g}" for v in flat[:6])
+        print(f"{name}: shape={y.shape} dtype={y.dtype} mean={float(y.mean()):.6g} "
+              f"first=[{head}{', ...' if flat.size > 6 else ''}]")
+    if args.output:
+        with atomic_write(args.output) as f:
+            np.savez(f, **{f"output_{i}": y for i, y in enumerate(outputs)})
+        print(f"wrote {args.output}")
+    return EXIT_OK
+
+
+def _load_inputs(path: str) -> list[np.ndarray]:
+    from .errors import FormatError
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FormatError(f"cannot read the input array: {e}", file=path) from None
+    if isinstance(data, np.ndarray):
+        return [data]
+    keys = [k for k in data.files if k.startswith("input")] or list(data.files)
+    keys = sorted(keys, key=lambda k: (len(k), k))
+    return [data[k] for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kconvert", description="Convert, inspect and validate Keras/Caffe models.")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="command")
+
+    pi = sub.add_parser("inspect", help="show a model file's format, layers, inputs/outputs and weights")
+    pi.add_argument("file")
+    pi.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pp = sub.add_parser("predict", help="run a model on inputs from a .npy/.npz file (or random ones)")
+    pp.add_argument("model")
+    pp.add_argument("--weights", help="weights file when MODEL is a JSON/YAML config")
+    pp.add_argument("--input", help=".npy (one input) or .npz (keys input_0, input_1, ... or any, in key order)")
+    pp.add_argument("-o", "--output", help="write the outputs to this .npz (output_0, output_1, ...)")
+    pp.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
+    pp.add_argument("--batch-size", type=int, default=32, help="prediction batch size (default 32)")
+    pp.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+
+    pv = sub.add_parser("validate", help="run two models on the same input and compare their outputs")
+    pv.add_argument("model_a")
+    pv.add_argument("model_b")
+    pv.add_argument("--weights-a", help="weights file for MODEL_A when it is a JSON/YAML config")
+    pv.add_argument("--weights-b", help="weights file for MODEL_B when it is a JSON/YAML config")
+    pv.add_argument("--input", help="a .npy (one input) or .npz (inputs in key order) to feed both models")
+    pv.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
+    pv.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .errors import KConvertError
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
+        return int(e.code or 0)
+    if args.version:
+        from . import __version__
+
+        print(f"kconvert {__version__}")
+        return EXIT_OK
+    if not args.command:
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    os.environ.setdefault("KCONVERT_CLI", "1")
+    try:
+        return COMMANDS[args.command](args)
+    except KConvertError as e:
+        if args.debug:
+            raise
+        print(f"kconvert: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("kconvert: interrupted", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def entry() -> None:  # pragma: no cover - console script wrapper
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,270 @@
+"""Keras model configs (plain dicts) <-> layer graphs.
+
+Reading follows tf.keras's `reconstruct_from_config`: create every layer, then replay each layer's
+inbound nodes in config order as soon as their input tensors exist. Writing follows tf.keras 2.x's
+`get_network_config`, including its node renumbering (a nested functional model's node 0 is its own
+construction node and is never serialized).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..errors import ConfigError, KConvertError, UnknownLayerError
+from ..layers import LAYERS, InputLayer, Layer, get_layer_class, keras_dialect
+from ..layers.base import is_shape_list
+
+KERAS_VERSION = "2.21.0"  # the tf.keras version whose file layout and config dialect we write
+
+
+def keras_major(version: Any) -> int:
+    """Major Keras version from a version string such as '2.2.4-tf', '3.15.1', '1.2.2' (default 2)."""
+    try:
+        return int(str(version).split(".")[0])
+    except (TypeError, ValueError):
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+
+def model_from_config(config: dict, custom_objects: dict | None = None, keras_version: Any = None) -> Layer:
+    """Build a model (or a single layer) from a `{'class_name', 'config'}` dict of any Keras 2 writer."""
+    if not isinstance(config, dict) or "class_name" not in config:
+        raise ConfigError("a model config must be a dict with 'class_name' and 'config'")
+    version = keras_version or config.get("keras_version")
+    with keras_dialect(keras_major(version) if version else 2):
+        return deserialize_entry(config, custom_objects or {})
+
+
+def deserialize_entry(entry: dict, custom_objects: dict) -> Layer:
+    """One `{'class_name', 'config'}` entry: a nested model or a layer."""
+    class_name = entry.get("class_name")
+    config = entry.get("config")
+    name = config.get("name") if isinstance(config, dict) else None
+    if class_name in ("Sequential",):
+        return _sequential_from_config(config, custom_objects)
+    if class_name in ("Model", "Functional"):
+        return _functional_from_config(config, custom_objects)
+    if not isinstance(class_name, str):
+        raise ConfigError(f"layer entry without a class_name: {str(entry)[:80]}", layer=name)
+    cls = get_layer_class(class_name, custom_objects, name)
+    if not isinstance(config, dict):
+        raise ConfigError(f"the config of a {class_name} layer must be a dict", layer=name)
+    try:
+        if hasattr(cls, "from_config_with_objects"):
+            return cls.from_config_with_objects(config, custom_objects)
+        return cls.from_config(dict(config))
+    except KConvertError as e:
+        raise e.with_context(layer=name) from None
+    except (TypeError, ValueError, KeyError) as e:
+        raise ConfigError(f"invalid {class_name} config: {e}", layer=name) from e
+
+
+def _sequential_from_config(config: Any, custom_objects: dict) -> Layer:
+    seq_cls = LAYERS["Sequential"]
+    if isinstance(config, list):  # Keras <= 2.2.2: the config is the list of layers
+        name, layer_entries, build_shape = None, config, None
+    elif isinstance(config, dict):
+        name, layer_entries, build_shape = config.get("name"), config.get("layers"), config.get("build_input_shape")
+    else:
+        raise ConfigError("a Sequential config must be a list or a dict")
+    if not isinstance(layer_entries, list):
+        raise ConfigError("a Sequential config has no 'layers' list", layer=name)
+    model = seq_cls(name=name)
+    for entry in layer_entries:
+        model.add(deserialize_entry(entry, custom_objects))
+    if not model.built and build_shape is not None:
+        model.build(tuple(build_shape))
+    return model
+
+
+def _tensor_ref(ref: Any, where: str, layer: str | None) -> tuple[str, int, int, dict]:
+    if isinstance(ref, dict):  # Keras 3 __keras_tensor__
+        hist = ref.get("config", {}).get("keras_history")
+        if not hist:
+            raise ConfigError(f"malformed tensor reference in {where}", layer=layer)
+        return hist[0], int(hist[1]), int(hist[2]), {}
+    if not isinstance(ref, (list, tuple)) or len(ref) < 3:
+        raise ConfigError(f"malformed tensor reference {ref!r} in {where}", layer=layer)
+    kwargs = ref[3] if len(ref) > 3 and isinstance(ref[3], dict) else {}
+    return str(ref[0]), int(ref[1]), int(ref[2]), kwargs
+
+
+def _node_refs(node_data: Any, layer: str) -> tuple[list, dict]:
+    """Normalize one inbound node to ([(layer, node, tensor)], call kwargs)."""
+    if isinstance(node_data, dict):  # Keras 3 {"args": [...], "kwargs": {...}}
+        args = node_data.get("args", [])
+        flat = args[0] if len(args) == 1 and isinstance(args[0], list) else args
+        refs = [_tensor_ref(r, "inbound_nodes", layer) for r in flat]
+        return [r[:3] for r in refs], dict(node_data.get("kwargs") or {})
+    if not isinstance(node_data, list):
+        raise ConfigError(f"malformed inbound node {node_data!r}", layer=layer)
+    refs = [_tensor_ref(r, "inbound_nodes", layer) for r in node_data]
+    kwargs = refs[0][3] if refs else {}
+    return [r[:3] for r in refs], kwargs
+
+
+def _functional_from_config(config: Any, custom_objects: dict) -> Layer:
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ConfigError("a functional model config needs a 'layers' list")
+    model_name = config.get("name")
+    created: dict[str, Layer] = {}
+    pending: dict[str, list] = {}
+    order: list[str] = []
+    for entry in config["layers"]:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"malformed layer entry {str(entry)[:80]}", layer=model_name)
+        layer = deserialize_entry(entry, custom_objects)
+        name = entry.get("name") or layer.name
+        if name in created:
+            raise ConfigError(f"the layer name '{name}' appears twice in the model config", layer=name)
+        created[name] = layer
+        nodes = entry.get("inbound_nodes") or []
+        if not isinstance(nodes, list):
+            raise ConfigError("'inbound_nodes' must be a list", layer=name)
+        pending[name] = [_node_refs(n, name) for n in nodes]
+        order.append(name)
+
+    def available(ref) -> bool:
+        lname, ni, ti = ref
+        if lname not in created:
+            raise ConfigError(f"refers to unknown layer '{lname}'", layer=lname)
+        la = created[lname]
+        return ni < len(la._inbound_nodes) and ti < len(la._inbound_nodes[ni].outputs)
+
+    def tensor(ref):
+        lname, ni, ti = ref
+        return created[lname]._inbound_nodes[ni].outputs[ti]
+
+    # Replay nodes until nothing is left; each sweep must make progress or the graph is broken.
+    while any(pending.values()):
+        progressed = False
+        for name in order:
+            queue = pending[name]
+            while queue and all(available(r) for r in queue[0][0]):
+                refs, kwargs = queue.pop(0)
+                inputs = [tensor(r) for r in refs]
+                try:
+                    created[name](inputs if len(inputs) > 1 else inputs[0], **kwargs)
+                except KConvertError as e:
+                    raise e.with_context(layer=name) from None
+                progressed = True
+        if not progressed:
+            stuck = [n for n in order if pending[n]]
+            raise ConfigError(f"inbound nodes refer to tensors that are never produced (layers {stuck[:5]})",
+                              layer=stuck[0])
+
+    def refs_of(key):
+        value = config.get(key)
+        if isinstance(value, dict):  # Keras 3 dict structure
+            value = list(value.values())
+        if isinstance(value, list) and value and not isinstance(value[0], (list, dict)):
+            value = [value]  # Keras 3 single ["name", 0, 0]
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"the model config has no '{key}'", layer=model_name)
+        out = []
+        for r in value:
+            lname, ni, ti, _ = _tensor_ref(r, key, model_name)
+            if lname not in created or not available((lname, ni, ti)):
+                raise ConfigError(f"'{key}' refers to a tensor that does not exist: {r!r}", layer=model_name)
+            out.append(tensor((lname, ni, ti)))
+        return out
+
+    cls = LAYERS["Functional"]
+    return cls(inputs=refs_of("input_layers"), outputs=refs_of("output_layers"), name=model_name,
+               trainable=config.get("trainable", True))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+
+def _module_of(layer: Layer) -> tuple[str, str | None]:
+    cls_name = type(layer).__name__
+    if cls_name == "Sequential":
+        return "keras", None
+    if getattr(layer, "_is_graph_network", False):
+        return "tf_keras.src.engine.functional", "Functional"
+    module = getattr(type(layer), "keras_module", "keras.layers")
+    return module, getattr(type(layer), "registered_name", None)
+
+
+def _class_name(layer: Layer) -> str:
+    if getattr(layer, "_is_graph_network", False) and type(layer).__name__ != "Sequential":
+        return "Functional"
+    return type(layer).__name__
+
+
+def _plain(shape):
+    if shape is None:
+        return None
+    if is_shape_list(shape):
+        return [list(s) for s in shape]
+    return list(shape)
+
+
+def layer_entry(layer: Layer) -> dict:
+    """A layer serialized as tf.keras 2.13+ does: module, class_name, config, registered_name, build_config."""
+    module, registered = _module_of(layer)
+    entry: dict[str, Any] = {"module": module, "class_name": _class_name(layer), "config": layer.get_config(),
+                             "registered_name": registered}
+    if not isinstance(layer, InputLayer) and layer.built and layer._build_input_shape is not None:
+        entry["build_config"] = {"input_shape": _plain(layer._build_input_shape)}
+    return entry
+
+
+def _skip_first_node(layer: Layer) -> bool:
+    return bool(getattr(layer, "_is_graph_network", False))
+
+
+def functional_config(model) -> dict:
+    """The `config` of a functional model (tf.keras `get_network_config`)."""
+    model_nodes = {id(n) for n in model._graph.nodes}
+    conversion: dict[tuple[int, int], int] = {}
+    for layer in model.layers:
+        kept = 1 if _skip_first_node(layer) else 0
+        for i, node in enumerate(layer._inbound_nodes):
+            if id(node) in model_nodes:
+                conversion[(id(layer), i)] = kept
+                kept += 1
+
+    def ref(value, kwargs=None):
+        layer, ni, ti = value.keras_history
+        item = [layer.name, conversion.get((id(layer), ni), ni), ti]
+        if kwargs is not None:
+            item.append(kwargs)
+        return item
+
+    layers = []
+    for layer in model.layers:
+        entry = layer_entry(layer)
+        entry["name"] = layer.name
+        nodes = []
+        for node in layer._inbound_nodes:
+            if id(node) not in model_nodes or node.is_input:
+                continue
+            kwargs = copy.deepcopy(node.kwargs)
+            nodes.append([ref(v, kwargs) for v in node.inputs])
+        entry["inbound_nodes"] = nodes
+        layers.append(entry)
+    return {"name": model.name, "trainable": model.trainable, "layers": layers,
+            "input_layers": [ref(v) for v in model.inputs], "output_layers": [ref(v) for v in model.outputs]}
+
+
+def sequential_config(model) -> dict:
+    """The `config` of a Sequential model (tf.keras form: name and the list of layer entries)."""
+    layers = [layer_entry(la) for la in model._all_layers()]
+    config: dict[str, Any] = {"name": model.name, "layers": layers}
+    if not model._is_graph_network and model._build_input_shape is not None:
+        config["build_input_shape"] = _plain(model._build_input_shape)
+    return config
+
+
+def model_to_config(model) -> dict:
+    """`{'class_name', 'config'}` of a model as tf.keras writes it in `model_config`."""
+    return {"class_name": _class_name(model), "config": model.get_config()}
+
+
+__all__ = ["model_from_config", "model_to_config", "functional_config", "sequential_config", "layer_entry",
+           "deserialize_entry", "keras_major", "KERAS_VERSION", "UnknownLayerError"]

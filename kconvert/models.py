@@ -1,0 +1,442 @@
+"""The Keras-compatible model API: `Model`, `Sequential`, `load_model`, `model_from_json`, ..."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .converters import keras_config, keras_weights
+from .errors import ConfigError, FormatError, GraphError, KConvertError, ShapeError
+from .ir import Graph, Node, Value, check_unique_names
+from .layers import InputLayer, Layer, register_layer
+from .layers.core import Input
+from .runtime import numpy_engine
+
+# ---------------------------------------------------------------------------------------------- Model
+
+
+@register_layer("Functional")
+class Model(Layer):
+    """A graph of layers between symbolic inputs and outputs (Keras's functional `Model`)."""
+
+    def __init__(self, inputs=None, outputs=None, name: str | None = None, trainable: bool = True, **kwargs):
+        super().__init__(name=name, trainable=trainable, **kwargs)
+        self._is_graph_network = False
+        self._graph: Graph | None = None
+        self._layers: list[Layer] = []
+        self.compiled_config: dict | None = None
+        self.optimizer_weights: list | None = None
+        if inputs is not None or outputs is not None:
+            if inputs is None or outputs is None:
+                raise GraphError("Model needs both inputs and outputs", layer=self.name)
+            self._init_graph(inputs, outputs)
+
+    def _init_graph(self, inputs, outputs) -> None:
+        self._nested_inputs = inputs
+        self._nested_outputs = outputs
+        if isinstance(inputs, dict):
+            in_list = list(inputs.values())
+        else:
+            in_list = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        out_list = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+        self._graph = Graph(in_list, out_list)
+        check_unique_names(self._graph.layers)
+        self._layers = self._graph.layers
+        self._is_graph_network = True
+        self.built = True
+        self._build_input_shape = [v.shape for v in in_list] if len(in_list) > 1 else in_list[0].shape
+        node = Node(self, in_list, nested=len(in_list) > 1)
+        node.outputs = out_list
+
+    # ------------------------------------------------------------------ structure
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._layers)
+
+    @property
+    def inputs(self) -> list[Value]:
+        return list(self._graph.inputs) if self._graph else []
+
+    @property
+    def outputs(self) -> list[Value]:
+        return list(self._graph.outputs) if self._graph else []
+
+    @property
+    def input_names(self) -> list[str]:
+        return [v.node.layer.name for v in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [v.node.layer.name for v in self.outputs]
+
+    def get_layer(self, name: str | None = None, index: int | None = None) -> Layer:
+        """A layer by name or by index in `layers`."""
+        if index is not None:
+            if index >= len(self.layers):
+                raise ValueError(f"asked for layer {index} but the model has {len(self.layers)} layers")
+            return self.layers[index]
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise ValueError(f"no such layer: {name}; existing layers are {[la.name for la in self.layers]}")
+
+    # ------------------------------------------------------------------ weights (Keras ordering rules)
+    @property
+    def trainable_weights(self) -> list:
+        if not self.trainable:
+            return []
+        return _dedup(w for la in self.layers for w in la.trainable_weights)
+
+    @property
+    def non_trainable_weights(self) -> list:
+        if not self.trainable:
+            return _dedup(w for la in self.layers for w in la.trainable_weights + la.non_trainable_weights)
+        return _dedup(w for la in self.layers for w in la.non_trainable_weights)
+
+    @property
+    def weights(self) -> list:
+        # tf.keras lists a model's weights layer by layer (each layer trainable then non-trainable)
+        return _dedup(w for la in self.layers for w in la.weights)
+
+    # ------------------------------------------------------------------ computing
+    def build(self, input_shape) -> None:
+        if not self._is_graph_network:
+            raise GraphError("a subclassed model cannot be built without inputs", layer=self.name)
+
+    def compute_output_shape(self, input_shape):
+        shapes = input_shape if isinstance(input_shape, list) and len(self.inputs) > 1 else [input_shape]
+
+        def step(node, in_shapes):
+            s = node.layer.compute_output_shape(node.call_args(in_shapes))
+            return s if isinstance(s, list) and s and isinstance(s[0], (tuple, list)) else [s]
+
+        out = self._graph.evaluate([tuple(s) for s in shapes], step)
+        return out if len(out) > 1 else out[0]
+
+    def compute_output_layout(self, input_layouts, output_shape):
+        layouts = [v.layout for v in self.outputs]
+        return layouts if len(layouts) > 1 else layouts[0]
+
+    def call(self, inputs, training: bool = False, mask=None):
+        feeds = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+        masks = list(mask) if isinstance(mask, (list, tuple)) else [mask] * len(feeds)
+        outs, self._last_masks = numpy_engine.run_graph(self._graph, feeds, training, masks)
+        return outs if len(outs) > 1 else outs[0]
+
+    def compute_mask(self, inputs, mask=None):
+        masks = getattr(self, "_last_masks", None)
+        if not masks:
+            return None
+        return masks if len(masks) > 1 else masks[0]
+
+    def _standardize_inputs(self, x) -> list[np.ndarray]:
+        names = self.input_names
+        if isinstance(x, dict):
+            missing = [n for n in names if n not in x]
+            if missing:
+                raise ConfigError(f"predict() got a dict without the inputs {missing}", layer=self.name)
+            arrays = [x[n] for n in names]
+        elif isinstance(x, (list, tuple)) and len(names) > 1:
+            arrays = list(x)
+        else:
+            arrays = [x]
+        if len(arrays) != len(names):
+            raise ConfigError(f"the model has {len(names)} inputs, got {len(arrays)} arrays", layer=self.name)
+        out = []
+        for a, v in zip(arrays, self.inputs):
+            a = np.asarray(a)
+            if a.dtype.kind == "f" or v.dtype.startswith("float"):
+                a = a.astype(v.dtype if v.dtype.startswith("float") else np.float32, copy=False)
+            if a.ndim != len(v.shape) or any(d is not None and d != s for d, s in zip(v.shape[1:], a.shape[1:])):
+                raise ShapeError(f"input '{v.node.layer.name}' expects shape {v.shape}, got {a.shape}",
+                                 layer=v.node.layer.name)
+            out.append(a)
+        return out
+
+    def predict(self, x, batch_size: int | None = None, verbose: Any = 0, steps=None, callbacks=None, **kwargs):
+        """Run the model on numpy input(s) in batches; a list of arrays for several outputs."""
+        self._ensure_built(x)
+        feeds = self._standardize_inputs(x)
+        outs = numpy_engine.predict(self._graph, feeds, batch_size or 32)
+        return outs if len(outs) > 1 else outs[0]
+
+    def predict_on_batch(self, x):
+        self._ensure_built(x)
+        outs, _ = numpy_engine.run_graph(self._graph, self._standardize_inputs(x))
+        return outs if len(outs) > 1 else outs[0]
+
+    def __call__(self, inputs, **kwargs):
+        if not self._is_graph_network:
+            self._ensure_built(inputs)
+        return super().__call__(inputs, **kwargs)
+
+    def _ensure_built(self, x) -> None:
+        if not self._is_graph_network:
+            raise GraphError("the model has no inputs yet", layer=self.name)
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict:
+        return keras_config.functional_config(self)
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
+        return keras_config.model_from_config({"class_name": "Functional", "config": config}, custom_objects)
+
+    def to_json(self, **kwargs) -> str:
+        """The model config as JSON, with tf.keras's envelope (`keras_version`, `backend`)."""
+        from .formats.keras_text import dump_json
+
+        return dump_json(self._envelope(), **kwargs)
+
+    def to_yaml(self, **kwargs) -> str:
+        from .formats.keras_text import dump_yaml
+
+        return dump_yaml(self._envelope())
+
+    def _envelope(self) -> dict:
+        return {**keras_config.model_to_config(self), "keras_version": keras_config.KERAS_VERSION,
+                "backend": "tensorflow"}
+
+    # ------------------------------------------------------------------ training configuration
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
+        """Record the training configuration (saved with the model; training arrives with the training runtime)."""
+        self.compiled_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
+                                "loss_weights": loss_weights, **kwargs}
+
+    # ------------------------------------------------------------------ saving / loading
+    def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True, save_format: str | None = None,
+             **kwargs) -> None:
+        """Write a whole-model HDF5 file that tf.keras (`tf_keras.models.load_model`) reads."""
+        from .formats.keras_h5 import write_keras_h5
+
+        path = os.fspath(filepath)
+        fmt = save_format or ("h5" if path.endswith((".h5", ".hdf5", ".keras2")) else None)
+        if fmt not in ("h5", "hdf5"):
+            raise FormatError("kconvert writes Keras 2 whole-model HDF5 files (.h5); the .keras format arrives "
+                              "with Keras 3 support", file=path)
+        if not overwrite and os.path.exists(path):
+            raise FormatError("the file exists and overwrite=False", file=path)
+        training_config = getattr(self, "_training_config", None) if include_optimizer else None
+        write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
+                       model_config=keras_config.model_to_config(self), training_config=training_config,
+                       optimizer_weights=self.optimizer_weights if include_optimizer else None,
+                       keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
+
+    def save_weights(self, filepath, overwrite: bool = True, save_format: str | None = None, **kwargs) -> None:
+        """Write a legacy `save_weights` HDF5 file."""
+        from .formats.keras_h5 import write_keras_h5
+
+        path = os.fspath(filepath)
+        if not overwrite and os.path.exists(path):
+            raise FormatError("the file exists and overwrite=False", file=path)
+        write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
+                       keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
+
+    def load_weights(self, filepath, by_name: bool = False, skip_mismatch: bool = False, **kwargs) -> None:
+        """Load HDF5 weights: by position (Keras's default) or, with `by_name=True`, by layer name."""
+        from .formats.keras_h5 import read_keras_h5
+
+        path = os.fspath(filepath)
+        if skip_mismatch and not by_name:
+            raise ConfigError("skip_mismatch=True is only valid together with by_name=True", file=path)
+        h5 = read_keras_h5(path)
+        self._ensure_built(None)
+        try:
+            if by_name:
+                keras_weights.load_by_name(self.layers, h5.layer_weights, path, skip_mismatch)
+            else:
+                keras_weights.load_topological(self.layers, h5.layer_weights, h5.layer_names, path)
+        except KConvertError as e:
+            raise e.with_context(file=path) from None
+
+    # ------------------------------------------------------------------ summary
+    def summary(self, line_length: int | None = None, positions=None, print_fn=None, expand_nested: bool = False,
+                show_trainable: bool = False, layer_range=None) -> None:
+        """Print tf.keras's summary table."""
+        from .summary import print_summary
+
+        print_summary(self, line_length=line_length, positions=positions, print_fn=print_fn)
+
+
+def _dedup(weights) -> list:
+    seen: set[int] = set()
+    out = []
+    for w in weights:
+        if id(w) not in seen:
+            seen.add(id(w))
+            out.append(w)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- Sequential
+
+
+@register_layer()
+class Sequential(Model):
+    """A linear stack of layers; built as soon as the input shape is known."""
+
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self._stack: list[Layer] = []
+        self._input_layer: InputLayer | None = None
+        for layer in layers or []:
+            self.add(layer)
+
+    def _all_layers(self) -> list[Layer]:
+        return ([self._input_layer] if self._input_layer is not None else []) + list(self._stack)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._stack)
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer; the model is (re)built when its input shape is known."""
+        if isinstance(layer, Value):
+            layer = layer.node.layer
+        if not isinstance(layer, Layer):
+            raise ConfigError(f"Sequential.add expects a layer, got {type(layer).__name__}", layer=self.name)
+        if isinstance(layer, InputLayer):
+            if self._stack or self._input_layer is not None:
+                raise ConfigError("an InputLayer can only be the first layer of a Sequential", layer=layer.name)
+            self._input_layer = layer
+            return
+        if any(la.name == layer.name for la in self._stack):
+            raise GraphError(f"all layers in a Sequential model should have unique names; '{layer.name}' is "
+                             f"already there", layer=layer.name)
+        self._stack.append(layer)
+        if self._input_layer is None and len(self._stack) == 1:
+            shape = layer._batch_input_shape
+            if shape is None and isinstance(layer, Model) and layer._is_graph_network and len(layer.inputs) == 1:
+                shape = layer.inputs[0].shape
+            if shape is not None:
+                self._input_layer = InputLayer(batch_input_shape=shape, name=f"{layer.name}_input",
+                                               dtype=layer._dtype_config if isinstance(layer._dtype_config, str)
+                                               else None)
+        if self._input_layer is not None:
+            self._rebuild()
+
+    def pop(self) -> None:
+        if not self._stack:
+            raise ConfigError("there are no layers to pop", layer=self.name)
+        layer = self._stack.pop()
+        if layer._inbound_nodes:
+            layer._inbound_nodes.pop()
+        if self._input_layer is not None and self._stack:
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        x = self._input_layer._inbound_nodes[0].outputs[0]
+        for layer in self._stack:
+            node = _node_on(layer, x)
+            if node is not None:
+                out = node.outputs
+                x = out[0] if len(out) == 1 else list(out)
+            else:
+                x = layer(x)
+            if isinstance(x, list):
+                raise GraphError("layers in a Sequential model must have a single output", layer=layer.name)
+        self._inbound_nodes = []
+        self._init_graph(self._input_layer._inbound_nodes[0].outputs[0], x)
+        self._layers = self._all_layers()
+
+    def build(self, input_shape=None) -> None:
+        if input_shape is None:
+            raise GraphError("Sequential.build needs an input shape", layer=self.name)
+        if self._input_layer is None:
+            self._input_layer = InputLayer(batch_input_shape=tuple(input_shape),
+                                           name=f"{self._stack[0].name}_input" if self._stack else None)
+            if self._stack:
+                self._rebuild()
+        self.built = True
+
+    def _ensure_built(self, x) -> None:
+        if self._is_graph_network:
+            return
+        if x is None or not self._stack:
+            raise GraphError("the Sequential model has no input shape yet: give the first layer input_shape= "
+                             "or call build()", layer=self.name)
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        shape = (None, *np.asarray(first).shape[1:])
+        self.build(shape)
+
+    def get_config(self) -> dict:
+        return keras_config.sequential_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects: dict | None = None) -> Sequential:
+        return keras_config.model_from_config({"class_name": "Sequential", "config": config}, custom_objects)
+
+
+def _node_on(layer: Layer, x: Value):
+    """An existing node of `layer` whose single input is `x` (so rebuilding does not add nodes)."""
+    for node in layer._inbound_nodes:
+        if len(node.inputs) == 1 and node.inputs[0] is x:
+            return node
+    return None
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def model_from_config(config: dict, custom_objects: dict | None = None) -> Layer:
+    """A model (or layer) from a `{'class_name', 'config'}` dict."""
+    return keras_config.model_from_config(config, custom_objects)
+
+
+def model_from_json(json_string: str, custom_objects: dict | None = None, safe_mode: bool = True) -> Layer:
+    """A model from `Model.to_json()` text of any tf.keras / Keras 2 writer."""
+    from .formats.keras_text import load_config_text
+
+    return keras_config.model_from_config(load_config_text(json_string, "json"), custom_objects)
+
+
+def model_from_yaml(yaml_string: str, custom_objects: dict | None = None, safe_mode: bool = True) -> Layer:
+    """A model from Keras YAML (read safely: only the `!!python/tuple` tag is accepted)."""
+    from .formats.keras_text import load_config_text
+
+    return keras_config.model_from_config(load_config_text(yaml_string, "yaml"), custom_objects)
+
+
+def load_model(filepath, custom_objects: dict | None = None, compile: bool = True, safe_mode: bool = True,
+               **kwargs) -> Model:
+    """Load a whole-model Keras `.h5` file (or a JSON/YAML config, architecture only)."""
+    from .formats.detect import detect_format
+    from .formats.keras_h5 import read_keras_h5
+    from .formats.keras_text import read_config_file
+
+    path = os.fspath(filepath)
+    kind = detect_format(path)
+    try:
+        if kind in ("json", "yaml"):
+            return keras_config.model_from_config(read_config_file(path), custom_objects)
+        if kind == "keras_h5_weights":
+            raise FormatError("this is a weights-only file (save_weights); build the model and call "
+                              "model.load_weights() on it", file=path)
+        if kind != "keras_h5_model":
+            raise FormatError(f"kconvert cannot load a model from this file yet (detected '{kind}')", file=path)
+        h5 = read_keras_h5(path)
+        if h5.model_config is None:
+            raise FormatError("the file has no model_config", file=path)
+        model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version)
+        layers = model.layers if isinstance(model, Model) else [model]
+        keras_weights.load_topological(layers, h5.layer_weights, h5.layer_names, path)
+        if isinstance(model, Model):
+            model._training_config = h5.training_config
+            model.optimizer_weights = h5.optimizer_weights
+            model._source_keras_version = h5.keras_version
+        return model
+    except KConvertError as e:
+        raise e.with_context(file=path) from None
+
+
+def clone_config(model: Model) -> dict:
+    """A deep copy of the model's config through JSON (what `to_json` would write)."""
+    return json.loads(model.to_json())
+
+
+__all__ = ["Model", "Sequential", "Input", "load_model", "model_from_json", "model_from_yaml",
+           "model_from_config"]
