@@ -222,7 +222,7 @@ class Model(Layer):
             raise FormatError("the file exists and overwrite=False", file=path)
         training_config = getattr(self, "_training_config", None) if include_optimizer else None
         write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
-                       model_config=keras_config.model_to_config(self), training_config=training_config,
+                       model_config=keras_config.model_to_config(self, legacy=True), training_config=training_config,
                        optimizer_weights=self.optimizer_weights if include_optimizer else None,
                        keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
 

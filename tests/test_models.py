@@ -84,6 +84,12 @@ def test_what_we_save_loads_in_tf_keras(multi, tfk, tmp_path):
         assert_close(g, r)
     assert [w.name for w in back.weights] == [w.name for w in tf_model.weights]
     assert json.loads(back.to_json())["config"] == json.loads(tf_model.to_json())["config"]
+    # the HDF5 model_config is tf.keras's legacy form (no module/build_config), byte-equal as JSON
+    import h5py
+
+    with h5py.File(src) as a, h5py.File(out) as b:
+        assert json.loads(b.attrs["model_config"]) == json.loads(a.attrs["model_config"])
+        assert list(b["model_weights"].attrs["layer_names"]) == list(a["model_weights"].attrs["layer_names"])
 
 
 def test_model_built_in_kconvert_loads_in_tf_keras(tfk, tmp_path, rng):

@@ -204,11 +204,25 @@ def _plain(shape):
     return list(shape)
 
 
-def layer_entry(layer: Layer) -> dict:
-    """A layer serialized as tf.keras 2.13+ does: module, class_name, config, registered_name, build_config."""
+def _layer_config(layer: Layer, legacy: bool) -> dict:
+    if type(layer).__name__ == "Sequential":
+        return sequential_config(layer, legacy)
+    if getattr(layer, "_is_graph_network", False):
+        return functional_config(layer, legacy)
+    return layer.get_config()
+
+
+def layer_entry(layer: Layer, legacy: bool = False) -> dict:
+    """A layer serialized as tf.keras 2.13+ does.
+
+    `to_json` writes module, class_name, config, registered_name and build_config; the `model_config` of
+    an HDF5 file uses the legacy form with class_name and config only (`legacy=True`).
+    """
+    if legacy:
+        return {"class_name": _class_name(layer), "config": _layer_config(layer, legacy)}
     module, registered = _module_of(layer)
-    entry: dict[str, Any] = {"module": module, "class_name": _class_name(layer), "config": layer.get_config(),
-                             "registered_name": registered}
+    entry: dict[str, Any] = {"module": module, "class_name": _class_name(layer),
+                             "config": _layer_config(layer, legacy), "registered_name": registered}
     if not isinstance(layer, InputLayer) and layer.built and layer._build_input_shape is not None:
         entry["build_config"] = {"input_shape": _plain(layer._build_input_shape)}
     return entry
@@ -218,7 +232,7 @@ def _skip_first_node(layer: Layer) -> bool:
     return bool(getattr(layer, "_is_graph_network", False))
 
 
-def functional_config(model) -> dict:
+def functional_config(model, legacy: bool = False) -> dict:
     """The `config` of a functional model (tf.keras `get_network_config`)."""
     model_nodes = {id(n) for n in model._graph.nodes}
     conversion: dict[tuple[int, int], int] = {}
@@ -238,7 +252,7 @@ def functional_config(model) -> dict:
 
     layers = []
     for layer in model.layers:
-        entry = layer_entry(layer)
+        entry = layer_entry(layer, legacy)
         entry["name"] = layer.name
         nodes = []
         for node in layer._inbound_nodes:
@@ -252,18 +266,18 @@ def functional_config(model) -> dict:
             "input_layers": [ref(v) for v in model.inputs], "output_layers": [ref(v) for v in model.outputs]}
 
 
-def sequential_config(model) -> dict:
+def sequential_config(model, legacy: bool = False) -> dict:
     """The `config` of a Sequential model (tf.keras form: name and the list of layer entries)."""
-    layers = [layer_entry(la) for la in model._all_layers()]
+    layers = [layer_entry(la, legacy) for la in model._all_layers()]
     config: dict[str, Any] = {"name": model.name, "layers": layers}
     if not model._is_graph_network and model._build_input_shape is not None:
         config["build_input_shape"] = _plain(model._build_input_shape)
     return config
 
 
-def model_to_config(model) -> dict:
-    """`{'class_name', 'config'}` of a model as tf.keras writes it in `model_config`."""
-    return {"class_name": _class_name(model), "config": model.get_config()}
+def model_to_config(model, legacy: bool = False) -> dict:
+    """`{'class_name', 'config'}` of a model: `to_json`'s form, or with `legacy=True` an HDF5 `model_config`."""
+    return {"class_name": _class_name(model), "config": _layer_config(model, legacy)}
 
 
 __all__ = ["model_from_config", "model_to_config", "functional_config", "sequential_config", "layer_entry",
