@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import ops
-from .layers.base import reset_names
 
 _EPSILON = 1e-7
 _FLOATX = "float32"
@@ -29,9 +28,13 @@ def image_data_format() -> str:
     return _IMAGE_DATA_FORMAT
 
 
+_SESSION_RESET_HOOKS: list = []
+
+
 def clear_session() -> None:
-    """Reset default layer names, as Keras's `clear_session` does."""
-    reset_names()
+    """Reset default layer names (and any other per-session state), as Keras's `clear_session` does."""
+    for hook in _SESSION_RESET_HOOKS:
+        hook()
 
 
 def backend() -> str:

@@ -44,6 +44,12 @@ def _output_shape(layer):
     return [shape] if isinstance(layer, InputLayer) else shape
 
 
+def _class_name(layer) -> str:
+    if getattr(layer, "_is_graph_network", False) and type(layer).__name__ == "Model":
+        return "Functional"  # tf.keras builds every functional model as the class Functional
+    return type(layer).__name__
+
+
 def _node_index(layer, node) -> int:
     # tf.keras does not count a functional model's construction node among its call nodes
     index = layer._inbound_nodes.index(node)
@@ -94,7 +100,7 @@ def print_summary(model, line_length: int | None = None, positions=None,
     print_fn("=" * line_length)
     layers = model.layers
     for layer in layers:
-        fields = [f"{layer.name} ({type(layer).__name__})", _output_shape(layer),
+        fields = [f"{layer.name} ({_class_name(layer)})", _output_shape(layer),
                   layer.count_params() if layer.built else "0 (unused)"]
         if not sequential_like:
             conns = []

@@ -83,7 +83,9 @@ def test_what_we_save_loads_in_tf_keras(multi, tfk, tmp_path):
     for g, r in zip(back.predict(x, verbose=0), tf_model.predict(x, verbose=0)):
         assert_close(g, r)
     assert [w.name for w in back.weights] == [w.name for w in tf_model.weights]
-    assert json.loads(back.to_json())["config"] == json.loads(tf_model.to_json())["config"]
+    # tf.keras's own to_json of a nested model differs before and after a save; compare like with like
+    reference = tfk.models.load_model(src)
+    assert json.loads(back.to_json())["config"] == json.loads(reference.to_json())["config"]
     # the HDF5 model_config is tf.keras's legacy form (no module/build_config), byte-equal as JSON
     import h5py
 

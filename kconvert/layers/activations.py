@@ -97,16 +97,21 @@ def squareplus(x, b=4):
 
 
 def sparsemax(x, axis=-1):
-    """Euclidean projection onto the simplex along `axis` (Martins & Astudillo, 2016)."""
+    """Keras 3's sparsemax, as every Keras 3 backend computes it.
+
+    Note: Keras 3 takes tau = (sum of the cumulative sums over the support - 1) / k, not the textbook
+    (cumsum at k - 1) / k, so its outputs need not sum to 1; models written by Keras 3 compute this.
+    """
     x = np.asarray(x)
-    z = np.moveaxis(x, axis, -1)
-    zs = -np.sort(-z, axis=-1)
-    k = np.arange(1, z.shape[-1] + 1, dtype=x.dtype)
-    cum = np.cumsum(zs, axis=-1)
-    support = 1 + k * zs > cum
-    k_z = np.sum(support, axis=-1, keepdims=True)
-    tau = (np.take_along_axis(cum, k_z - 1, axis=-1) - 1) / k_z.astype(x.dtype)
-    return np.moveaxis(np.maximum(z - tau, 0), -1, axis).astype(x.dtype, copy=False)
+    zs = -np.sort(-x, axis=axis)
+    cum = np.cumsum(zs, axis=axis)
+    r_shape = [1] * x.ndim
+    r_shape[axis] = -1
+    r = np.arange(1, x.shape[axis] + 1, dtype=x.dtype).reshape(r_shape)
+    support = zs - (cum - 1) / r > 0
+    k = np.sum(support, axis=axis, keepdims=True).astype(x.dtype)
+    tau = (np.sum(np.where(support, cum, 0), axis=axis, keepdims=True) - 1) / k
+    return np.maximum(x - tau, 0).astype(x.dtype, copy=False)
 
 
 ACTIVATIONS: dict[str, Callable] = {

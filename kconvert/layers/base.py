@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import backend as _backend
 from ..errors import ConfigError, GraphError, ShapeError, UnknownLayerError, WeightsError
 from ..ir import Node, Value
 
@@ -92,6 +93,9 @@ def unique_name(base: str, zero_based: bool = True) -> str:
 def reset_names() -> None:
     """Forget the default-name counters (Keras's `clear_session`)."""
     _NAME_COUNTS.clear()
+
+
+_backend._SESSION_RESET_HOOKS.append(reset_names)
 
 
 # ---------------------------------------------------------------------------------------------- weights

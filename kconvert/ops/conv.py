@@ -1,8 +1,15 @@
-"""N-d convolution (1-D, 2-D, 3-D) with strides, dilation, groups and explicit asymmetric padding.
+"""N-d convolution and transposed convolution (1-D, 2-D, 3-D) with strides, dilation, groups and explicit
+asymmetric padding.
 
-Layout: `x` is channels-last `(N, *spatial, C)` (or channels-first with `channels_last=False`), the
-kernel is in Keras order `(*k, C/groups, filters)`. The forward pass is one im2col GEMM per group; the
-gradient loops over kernel positions (one GEMM each), which needs no im2col buffer.
+Layout: `x` is channels-last `(N, *spatial, C)` (or channels-first with `channels_last=False`).
+`conv`'s kernel is in Keras order `(*k, C/groups, filters)`; `conv_transpose`'s is Keras's transposed order
+`(*k, filters, C)`.
+
+Both directions are one GEMM each: the convolution gathers every kernel tap of every output position into
+an im2col matrix (a strided view, copied once by the reshape) and multiplies it by the kernel; the transposed
+convolution multiplies the input by the kernel first and then scatter-adds the per-tap columns into the
+output (col2im), which loops over kernel taps only, never over output positions. Work is split over batch
+chunks so that the im2col buffer stays bounded.
 """
 
 from __future__ import annotations
@@ -12,6 +19,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from .base import Op, register
+
+# the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
+_MAX_COLS = 1 << 24
 
 
 def conv_output_length(size: int, k: int, stride: int, dilation: int, pad_lo: int, pad_hi: int) -> int:
@@ -26,6 +36,30 @@ def _to_last(x, channels_last):
 
 def _from_last(y, channels_last):
     return y if channels_last else np.moveaxis(y, -1, 1)
+
+
+def _norm(n_sp, strides, pads, dilations):
+    strides = tuple(int(s) for s in strides) if strides is not None else (1,) * n_sp
+    dilations = tuple(int(d) for d in dilations) if dilations is not None else (1,) * n_sp
+    pads = tuple((int(p[0]), int(p[1])) for p in pads) if pads is not None else ((0, 0),) * n_sp
+    if not (len(strides) == len(dilations) == len(pads) == n_sp):
+        raise ValueError(f"conv: strides {strides}, dilations {dilations} and pads {pads} must each have "
+                         f"{n_sp} entries (one per spatial axis)")
+    if min(strides, default=1) < 1 or min(dilations, default=1) < 1:
+        raise ValueError(f"conv: strides {strides} and dilations {dilations} must be positive")
+    return strides, pads, dilations
+
+
+def _pad(x, pads):
+    """Zero-pad the spatial axes of a channels-last array; negative pads crop."""
+    if not any(lo or hi for lo, hi in pads):
+        return x
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        crop = (slice(None),) + tuple(slice(max(-lo, 0), x.shape[1 + i] - max(-hi, 0))
+                                      for i, (lo, hi) in enumerate(pads))
+        x = x[crop]
+        pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
+    return np.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)])
 
 
 def _windows(xp: np.ndarray, ksize, strides, dilations, out_sizes):
@@ -43,41 +77,84 @@ def _windows(xp: np.ndarray, ksize, strides, dilations, out_sizes):
     return np.moveaxis(win, 1 + n_sp, -1)
 
 
-def _pad(x, pads):
-    if any(lo or hi for lo, hi in pads):
-        return np.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)])
-    return x
+def _tap_slices(ksize, strides, dilations, in_sizes):
+    """For each kernel tap, the slice of the (padded / full) array it meets: positions t*d + i*s."""
+    for tap in np.ndindex(*ksize):
+        yield tap, (slice(None),) + tuple(
+            slice(t * d, t * d + (i - 1) * s + 1, s) for t, d, i, s in zip(tap, dilations, in_sizes, strides))
+
+
+def _col2im(cols: np.ndarray, ksize, strides, dilations, full_sizes) -> np.ndarray:
+    """Scatter-add per-tap columns `(kprod, N, *in, C)` into `(N, *full, C)`: y[i*s + t*d] += cols[t, i]."""
+    n_sp = len(ksize)
+    y = np.zeros((cols.shape[1], *full_sizes, cols.shape[-1]), dtype=cols.dtype)
+    for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, cols.shape[2:2 + n_sp])):
+        y[sl] += cols[j]
+    return y
+
+
+def _chunks(n: int, per_sample: int):
+    """Batch slices whose im2col buffers stay under `_MAX_COLS` elements."""
+    step = max(1, _MAX_COLS // max(per_sample, 1))
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
+
+
+# ---------------------------------------------------------------------------------------------- conv
+
+
+def _conv_forward_last(xl, kernel, strides, pads, dilations, groups):
+    n_sp = kernel.ndim - 2
+    ksize = kernel.shape[:n_sp]
+    cin_g, cout = kernel.shape[n_sp], kernel.shape[n_sp + 1]
+    if groups < 1 or xl.shape[-1] != cin_g * groups:
+        raise ValueError(f"conv: input has {xl.shape[-1]} channels, kernel {kernel.shape} with groups={groups} "
+                         f"expects {cin_g * groups}")
+    if cout % groups:
+        raise ValueError(f"conv: {cout} filters are not divisible by groups={groups}")
+    out_sizes = [conv_output_length(s, k, st, d, lo, hi)
+                 for s, k, st, d, (lo, hi) in zip(xl.shape[1:-1], ksize, strides, dilations, pads)]
+    if min(out_sizes, default=1) <= 0:
+        raise ValueError(f"conv: input spatial size {xl.shape[1:-1]} is too small for kernel {ksize} "
+                         f"(dilations {dilations}, pads {pads})")
+    kprod = int(np.prod(ksize))
+    cout_g = cout // groups
+    if cin_g == 1 and groups > 1:  # depthwise: a multiply-add per tap beats an im2col of tiny GEMMs
+        xp = _pad(xl, pads)
+        kd = kernel.reshape(kprod, groups, cout_g)
+        y = np.zeros((xl.shape[0], *out_sizes, groups, cout_g), dtype=np.result_type(xl, kernel))
+        for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
+            y += xp[sl][..., None] * kd[j]
+        return y.reshape(*y.shape[:-2], cout)
+    if groups == 1:
+        kmat = kernel.reshape(kprod * cin_g, cout)
+    else:
+        kmat = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(2, 0, 1, 3).reshape(groups, kprod * cin_g,
+                                                                                          cout_g)
+    n = xl.shape[0]
+    y = np.empty((n, *out_sizes, cout), dtype=np.result_type(xl, kernel))
+    per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
+    for b in _chunks(n, per_sample):
+        win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
+        m = int(np.prod(win.shape[: 1 + n_sp]))
+        if groups == 1:
+            yb = win.reshape(m, kprod * cin_g) @ kmat
+        else:
+            cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
+            yb = np.matmul(cols, kmat).transpose(1, 0, 2).reshape(m, cout)
+        y[b] = yb.reshape(y[b].shape)
+    return y
 
 
 @register
 class Conv(Op):
+    """Cross-correlation with Keras-order kernel `(*k, C/groups, filters)`; ONNX Conv."""
+
     name = "conv"
 
     @staticmethod
     def forward(x, kernel, strides=None, pads=None, dilations=None, groups=1, channels_last=True):
-        n_sp = kernel.ndim - 2
-        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
-        xl = _to_last(x, channels_last)
-        ksize = kernel.shape[:n_sp]
-        cin_g, cout = kernel.shape[n_sp], kernel.shape[n_sp + 1]
-        if xl.shape[-1] != cin_g * groups:
-            raise ValueError(f"conv: input has {xl.shape[-1]} channels, kernel expects {cin_g * groups}")
-        out_sizes = [conv_output_length(s, k, st, d, lo, hi)
-                     for s, k, st, d, (lo, hi) in zip(xl.shape[1:-1], ksize, strides, dilations, pads)]
-        if min(out_sizes) <= 0:
-            raise ValueError(f"conv: input spatial size {xl.shape[1:-1]} is too small for kernel {ksize}")
-        win = _windows(_pad(xl, pads), ksize, strides, dilations, out_sizes)  # (N, *out, *k, C)
-        m = int(np.prod(win.shape[: 1 + n_sp]))
-        kprod = int(np.prod(ksize))
-        if groups == 1:
-            cols = win.reshape(m, kprod * cin_g)
-            y = cols @ kernel.reshape(kprod * cin_g, cout)
-        else:
-            cout_g = cout // groups
-            cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
-            kg = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(2, 0, 1, 3).reshape(groups, kprod * cin_g, cout_g)
-            y = np.matmul(cols, kg).transpose(1, 0, 2).reshape(m, cout)
-        y = y.reshape(*win.shape[: 1 + n_sp], cout)
+        strides, pads, dilations = _norm(kernel.ndim - 2, strides, pads, dilations)
+        y = _conv_forward_last(_to_last(x, channels_last), kernel, strides, pads, dilations, int(groups))
         return _from_last(y, channels_last)
 
     @staticmethod
@@ -85,55 +162,190 @@ class Conv(Op):
         x, kernel = inputs
         n_sp = kernel.ndim - 2
         strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
+        groups = int(groups)
         xl = _to_last(x, channels_last)
         gl = _to_last(grad, channels_last)
-        xp = _pad(xl, pads)
-        out_sizes = gl.shape[1:-1]
+        ksize = kernel.shape[:n_sp]
+        kprod = int(np.prod(ksize))
         cin_g, cout = kernel.shape[n_sp], kernel.shape[n_sp + 1]
         cout_g = cout // groups
-        gxp = np.zeros_like(xp)
-        gk = np.zeros_like(kernel)
-        n = gl.shape[0]
-        g2 = gl.reshape(-1, groups, cout_g)
-        for tap in np.ndindex(*kernel.shape[:n_sp]):
-            sl = (slice(None),) + tuple(
-                slice(t * d, t * d + (o - 1) * s + 1, s) for t, d, o, s in zip(tap, dilations, out_sizes, strides))
-            xs = xp[sl].reshape(-1, groups, cin_g)  # (M, g, cin_g)
-            w = kernel[tap].reshape(cin_g, groups, cout_g)  # (cin_g, g, cout_g)
-            gk[tap] = np.einsum("mgc,mgo->cgo", xs, g2, optimize=True).reshape(cin_g, cout)
-            gx = np.einsum("mgo,cgo->mgc", g2, w, optimize=True).reshape(n, *out_sizes, groups * cin_g)
-            gxp[sl] += gx
-        crop = (slice(None),) + tuple(slice(lo, xp.shape[1 + i] - hi) for i, (lo, hi) in enumerate(pads))
-        return _from_last(gxp[crop], channels_last), gk
+        out_sizes = gl.shape[1:-1]
+        padded = [s + lo + hi for s, (lo, hi) in zip(xl.shape[1:-1], pads)]
+        dtype = np.result_type(xl, kernel, gl)
+        crop = (slice(None),) + tuple(slice(lo, p - hi) for (lo, hi), p in zip(pads, padded))
+        if cin_g == 1 and groups > 1:  # depthwise
+            xp = _pad(xl, pads)
+            kd = kernel.reshape(kprod, groups, cout_g)
+            g3 = gl.reshape(*gl.shape[:-1], groups, cout_g)
+            g_flat = g3.reshape(-1, groups, cout_g)
+            gk = np.empty((kprod, groups, cout_g), dtype=dtype)
+            gxp = np.zeros(xp.shape, dtype=dtype)
+            for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
+                gk[j] = np.einsum("nc,ncm->cm", xp[sl].reshape(-1, groups), g_flat)
+                gxp[sl] += g3[..., 0] * kd[j, :, 0] if cout_g == 1 else np.einsum("...cm,cm->...c", g3, kd[j])
+            return _from_last(gxp[crop], channels_last), gk.reshape(kernel.shape)
+        gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype)
+        if groups == 1:
+            kt = kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1)  # (kprod, cout, cin)
+        else:
+            kt = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(0, 2, 3, 1)[:, :, None]  # (kprod,g,1,cout_g,cin_g)
+        n = xl.shape[0]
+        gx = np.empty(xl.shape, dtype=dtype)
+        per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
+        for b in _chunks(n, per_sample):
+            win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
+            lead = win.shape[: 1 + n_sp]
+            m = int(np.prod(lead))
+            if groups == 1:
+                g2 = gl[b].reshape(m, cout)
+                gk[0] += win.reshape(m, kprod * cin_g).T @ g2
+                gcols = np.matmul(g2, kt)  # (kprod, m, cin)
+            else:
+                gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)
+                cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
+                gk += np.matmul(cols.transpose(0, 2, 1), gg)
+                gcols = np.matmul(gg[:, None], kt[:, :, 0, None]).reshape(kprod, groups, m, cin_g)
+                gcols = gcols.transpose(0, 2, 1, 3)  # (kprod, m, g, cin_g)
+            gxp = _col2im(gcols.reshape(kprod, *lead, -1), ksize, strides, dilations, padded)
+            gx[b] = gxp[crop]
+        if groups == 1:
+            gk = gk[0].reshape(kernel.shape)
+        else:
+            gk = gk.reshape(groups, kprod, cin_g, cout_g).transpose(1, 2, 0, 3).reshape(kernel.shape)
+        return _from_last(gx, channels_last), gk
 
     @staticmethod
     def to_onnx(builder, inputs, strides=None, pads=None, dilations=None, groups=1, channels_last=True,
                 kernel_value=None):
-        """Emit ONNX Conv. The kernel is a constant (`kernel_value`, Keras order) or a named input."""
-        x_name, k_name = inputs
-        n_sp = len(strides) if strides is not None else kernel_value.ndim - 2
-        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
-        if kernel_value is not None:  # (*k, cin_g, out) -> (out, cin_g, *k)
-            k_name = builder.const(np.transpose(kernel_value, (n_sp + 1, n_sp) + tuple(range(n_sp))), "kernel")
+        """Emit ONNX Conv. The kernel is a constant (`kernel_value`, Keras order) or the second named input."""
+        x_name = inputs[0]
+        if kernel_value is not None:
+            n_sp = np.ndim(kernel_value) - 2
+        elif strides is not None:
+            n_sp = len(strides)
         else:
-            k_name = builder.node("Transpose", [k_name], perm=[n_sp + 1, n_sp] + list(range(n_sp)))
-        perm_in = [0, n_sp + 1] + list(range(1, n_sp + 1))
-        perm_out = [0] + list(range(2, n_sp + 2)) + [1]
+            raise ValueError("Conv.to_onnx needs `strides` or `kernel_value` to know the number of spatial axes")
+        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
+        kperm = [n_sp + 1, n_sp] + list(range(n_sp))  # (*k, cin_g, out) -> (out, cin_g, *k)
+        if kernel_value is not None:
+            k_name = builder.const(np.transpose(kernel_value, kperm), "kernel")
+        else:
+            k_name = builder.node("Transpose", [inputs[1]], perm=kperm)
         if channels_last:
-            x_name = builder.node("Transpose", [x_name], perm=perm_in)
+            x_name = builder.node("Transpose", [x_name], perm=[0, n_sp + 1] + list(range(1, n_sp + 1)))
         onnx_pads = [lo for lo, _ in pads] + [hi for _, hi in pads]
         y = builder.node("Conv", [x_name, k_name], strides=list(strides), pads=onnx_pads,
                          dilations=list(dilations), group=int(groups))
         if channels_last:
-            y = builder.node("Transpose", [y], perm=perm_out)
+            y = builder.node("Transpose", [y], perm=[0] + list(range(2, n_sp + 2)) + [1])
         return y
 
 
-def _norm(n_sp, strides, pads, dilations):
-    strides = tuple(strides) if strides is not None else (1,) * n_sp
-    dilations = tuple(dilations) if dilations is not None else (1,) * n_sp
-    pads = tuple(tuple(p) for p in pads) if pads is not None else ((0, 0),) * n_sp
-    return strides, pads, dilations
+# ---------------------------------------------------------------------------------------------- conv transpose
+
+
+def _transpose_geometry(in_sizes, kernel_shape, strides, pads, dilations, output_padding):
+    n_sp = len(in_sizes)
+    output_padding = tuple(int(p) for p in output_padding) if output_padding is not None else (0,) * n_sp
+    if len(output_padding) != n_sp:
+        raise ValueError(f"conv_transpose: output_padding {output_padding} must have {n_sp} entries")
+    full = [(i - 1) * s + d * (k - 1) + 1 + op
+            for i, s, d, k, op in zip(in_sizes, strides, dilations, kernel_shape[:n_sp], output_padding)]
+    out = [f - lo - hi for f, (lo, hi) in zip(full, pads)]
+    if min(out, default=1) <= 0:
+        raise ValueError(f"conv_transpose: pads {pads} leave no output for input size {tuple(in_sizes)}")
+    return output_padding, full
+
+
+@register
+class ConvTranspose(Op):
+    """Transposed convolution (the input-gradient of `conv`), Keras-order kernel `(*k, filters, C)`.
+
+    Per axis the full output has length `(L-1)*s + d*(k-1) + 1 + output_padding` (the last `output_padding`
+    positions receive no taps); `pads` (lo, hi) are then cropped from it (a negative pad adds zeros).
+    """
+
+    name = "conv_transpose"
+
+    @staticmethod
+    def forward(x, kernel, strides=None, pads=None, dilations=None, output_padding=None, channels_last=True):
+        n_sp = kernel.ndim - 2
+        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
+        xl = _to_last(x, channels_last)
+        ksize = kernel.shape[:n_sp]
+        cout, cin = kernel.shape[n_sp], kernel.shape[n_sp + 1]
+        if xl.shape[-1] != cin:
+            raise ValueError(f"conv_transpose: input has {xl.shape[-1]} channels, kernel {kernel.shape} expects {cin}")
+        _, full = _transpose_geometry(xl.shape[1:-1], kernel.shape, strides, pads, dilations, output_padding)
+        kprod = int(np.prod(ksize))
+        kmat = kernel.reshape(kprod, cout, cin).transpose(0, 2, 1)  # (kprod, cin, cout)
+        n = xl.shape[0]
+        outs = []
+        per_sample = int(np.prod(xl.shape[1:-1])) * kprod * cout
+        for b in _chunks(n, per_sample):
+            cols = np.matmul(xl[b].reshape(-1, cin), kmat).reshape(kprod, *xl[b].shape[:-1], cout)
+            outs.append(_pad(_col2im(cols, ksize, strides, dilations, full), [(-lo, -hi) for lo, hi in pads]))
+        y = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
+        return _from_last(y, channels_last)
+
+    @staticmethod
+    def backward(grad, inputs, output, strides=None, pads=None, dilations=None, output_padding=None,
+                 channels_last=True):
+        x, kernel = inputs
+        n_sp = kernel.ndim - 2
+        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
+        xl = _to_last(x, channels_last)
+        gl = _to_last(grad, channels_last)
+        in_sizes = xl.shape[1:-1]
+        ksize = kernel.shape[:n_sp]
+        kprod = int(np.prod(ksize))
+        cout, cin = kernel.shape[n_sp], kernel.shape[n_sp + 1]
+        kmat = kernel.reshape(kprod * cout, cin)
+        dtype = np.result_type(xl, kernel, gl)
+        gk = np.zeros((kprod * cout, cin), dtype=dtype)
+        gx = np.empty(xl.shape, dtype=dtype)
+        per_sample = int(np.prod(in_sizes)) * kprod * cout
+        for b in _chunks(xl.shape[0], per_sample):
+            gfull = _pad(gl[b], pads)  # back to the uncropped output
+            win = _windows(gfull, ksize, strides, dilations, in_sizes)  # (n_b, *in, *k, cout)
+            m = int(np.prod(win.shape[: 1 + n_sp]))
+            cols = win.reshape(m, kprod * cout)
+            gx[b] = (cols @ kmat).reshape(gx[b].shape)
+            gk += cols.T @ xl[b].reshape(m, cin)
+        return _from_last(gx, channels_last), gk.reshape(kernel.shape)
+
+    @staticmethod
+    def to_onnx(builder, inputs, strides=None, pads=None, dilations=None, output_padding=None, channels_last=True,
+                kernel_value=None):
+        """Emit ONNX ConvTranspose; negative `hi` pads become output_padding, negative `lo` pads a Pad node."""
+        x_name = inputs[0]
+        if kernel_value is not None:
+            n_sp = np.ndim(kernel_value) - 2
+        elif strides is not None:
+            n_sp = len(strides)
+        else:
+            raise ValueError("ConvTranspose.to_onnx needs `strides` or `kernel_value`")
+        strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
+        output_padding = list(output_padding) if output_padding is not None else [0] * n_sp
+        output_padding = [op + max(-hi, 0) for op, (_, hi) in zip(output_padding, pads)]
+        lo_extra = [max(-lo, 0) for lo, _ in pads]
+        kperm = [n_sp + 1, n_sp] + list(range(n_sp))  # (*k, out, in) -> (in, out, *k)
+        if kernel_value is not None:
+            k_name = builder.const(np.transpose(kernel_value, kperm), "kernel")
+        else:
+            k_name = builder.node("Transpose", [inputs[1]], perm=kperm)
+        if channels_last:
+            x_name = builder.node("Transpose", [x_name], perm=[0, n_sp + 1] + list(range(1, n_sp + 1)))
+        onnx_pads = [max(lo, 0) for lo, _ in pads] + [max(hi, 0) for _, hi in pads]
+        y = builder.node("ConvTranspose", [x_name, k_name], strides=list(strides), pads=onnx_pads,
+                         dilations=list(dilations), output_padding=output_padding)
+        if any(lo_extra):
+            pad_vec = builder.const(np.array([0, 0, *lo_extra, 0, 0, *([0] * n_sp)], dtype=np.int64), "pads",
+                                    dtype=np.int64)
+            y = builder.node("Pad", [y, pad_vec])
+        if channels_last:
+            y = builder.node("Transpose", [y], perm=[0] + list(range(2, n_sp + 2)) + [1])
+        return y
 
 
 def conv(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int] | None = None,
@@ -151,19 +363,4 @@ def conv_transpose(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int] | N
     The full output has length `(L-1)*s + d*(k-1) + 1 + output_padding` per axis, from which `pads`
     (lo, hi) are cropped.
     """
-    n_sp = kernel.ndim - 2
-    strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
-    output_padding = tuple(output_padding) if output_padding is not None else (0,) * n_sp
-    xl = _to_last(x, channels_last)
-    in_sizes = xl.shape[1:-1]
-    cout = kernel.shape[n_sp]
-    full = [(i - 1) * s + d * (k - 1) + 1 + op
-            for i, s, d, k, op in zip(in_sizes, strides, dilations, kernel.shape[:n_sp], output_padding)]
-    y = np.zeros((xl.shape[0], *full, cout), dtype=np.result_type(xl, kernel))
-    flat = xl.reshape(-1, xl.shape[-1])
-    for tap in np.ndindex(*kernel.shape[:n_sp]):
-        sl = (slice(None),) + tuple(
-            slice(t * d, t * d + (i - 1) * s + 1, s) for t, d, i, s in zip(tap, dilations, in_sizes, strides))
-        y[sl] += (flat @ kernel[tap].T).reshape(xl.shape[0], *in_sizes, cout)
-    crop = (slice(None),) + tuple(slice(lo, f - hi) for (lo, hi), f in zip(pads, full))
-    return _from_last(y[crop], channels_last)
+    return ConvTranspose.forward(x, kernel, strides, pads, dilations, output_padding, channels_last)

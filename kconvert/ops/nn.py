@@ -8,13 +8,17 @@ import numpy as np
 
 
 def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
-    """Keras ReLU: x if x >= threshold, else negative_slope * (x - threshold); then capped at max_value."""
-    if negative_slope == 0.0 and threshold == 0.0:
-        y = np.maximum(x, 0)
+    """Keras ReLU (`backend.relu`): x where x > threshold (0 elsewhere), capped at max_value, minus
+    negative_slope * relu(threshold - x)."""
+    x = np.asarray(x)
+    if threshold != 0.0:
+        y = np.where(x > threshold, x, 0).astype(x.dtype, copy=False)
     else:
-        y = np.where(x >= threshold, x, negative_slope * (x - threshold))
+        y = np.maximum(x, 0)
     if max_value is not None:
-        y = np.minimum(y, max_value)
+        y = np.clip(y, 0, max_value)
+    if negative_slope != 0.0:
+        y = y - negative_slope * np.maximum(threshold - x, 0)
     return y.astype(x.dtype, copy=False)
 
 

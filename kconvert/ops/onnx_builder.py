@@ -6,6 +6,10 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 
+# onnx may write an IR version newer than the installed onnxruntime reads; 8 covers opsets 13-17.
+IR_VERSION = 8
+
+
 class OnnxBuilder:
     """Accumulates nodes and constant initializers of one ONNX graph."""
 
@@ -37,4 +41,6 @@ class OnnxBuilder:
 
         graph = helper.make_graph(self.nodes, "kconvert", [vi(*i) for i in inputs], [vi(*o) for o in outputs],
                                   initializer=self.initializers)
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        model.ir_version = min(model.ir_version, IR_VERSION)
+        return model
