@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-
 # onnx may write an IR version newer than the installed onnxruntime reads; 8 covers opsets 13-17.
 IR_VERSION = 8
 
