@@ -258,3 +258,26 @@ def test_disconnected_graph_is_rejected():
     y = L.Dense(2)(b)
     with pytest.raises(errors.GraphError):
         kconvert.Model(a, y)
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "l1_l2"])
+def test_regularizer_names_serialize_as_tf_keras(tfk, name):
+    ours = L.Dense(3, kernel_regularizer=name, name="d").get_config()["kernel_regularizer"]
+    theirs = tfk.layers.Dense(3, kernel_regularizer=name).get_config()["kernel_regularizer"]
+    assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))
+
+
+@pytest.mark.parametrize("name", ["max_norm", "non_neg", "unit_norm", "min_max_norm", "radial_constraint"])
+def test_constraint_names_serialize_as_tf_keras(tfk, name):
+    ours = L.Dense(3, kernel_constraint=name, name="d").get_config()["kernel_constraint"]
+    theirs = tfk.layers.Dense(3, kernel_constraint=name).get_config()["kernel_constraint"]
+    assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))
+
+
+@pytest.mark.parametrize("name", ["glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
+                                  "lecun_uniform", "zeros", "ones", "orthogonal", "random_normal",
+                                  "random_uniform", "truncated_normal", "variance_scaling", "identity"])
+def test_initializer_names_serialize_as_tf_keras(tfk, name):
+    ours = L.Dense(3, kernel_initializer=name, name="d").get_config()["kernel_initializer"]
+    theirs = tfk.layers.Dense(3, kernel_initializer=name).get_config()["kernel_initializer"]
+    assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))

@@ -11,8 +11,11 @@ import numpy as np
 
 _REGULARIZER_NAMES = {"l1": ("L1", {"l1": 0.01}), "l2": ("L2", {"l2": 0.01}),
                       "l1_l2": ("L1L2", {"l1": 0.01, "l2": 0.01})}
-_CONSTRAINT_NAMES = {"max_norm": "MaxNorm", "non_neg": "NonNeg", "unit_norm": "UnitNorm",
-                     "min_max_norm": "MinMaxNorm", "radial_constraint": "RadialConstraint"}
+# name -> (class name, tf.keras default config)
+_CONSTRAINT_NAMES = {"max_norm": ("MaxNorm", {"max_value": 2, "axis": 0}), "non_neg": ("NonNeg", {}),
+                     "unit_norm": ("UnitNorm", {"axis": 0}),
+                     "min_max_norm": ("MinMaxNorm", {"min_value": 0.0, "max_value": 1.0, "rate": 1.0, "axis": 0}),
+                     "radial_constraint": ("RadialConstraint", {})}
 
 
 def _f32(v: float) -> float:
@@ -43,8 +46,8 @@ def serialize_constraint(identifier: Any) -> Any:
     if isinstance(identifier, str):
         if identifier not in _CONSTRAINT_NAMES:
             raise ValueError(f"unknown constraint '{identifier}'")
-        return {"module": "keras.constraints", "class_name": _CONSTRAINT_NAMES[identifier], "config": {},
-                "registered_name": None}
+        cls, cfg = _CONSTRAINT_NAMES[identifier]
+        return {"module": "keras.constraints", "class_name": cls, "config": dict(cfg), "registered_name": None}
     if hasattr(identifier, "get_config"):
         return {"module": "keras.constraints", "class_name": type(identifier).__name__,
                 "config": identifier.get_config(), "registered_name": None}

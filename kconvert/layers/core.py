@@ -56,6 +56,8 @@ def Input(shape=None, batch_size=None, name=None, dtype=None, sparse=False, tens
 class Dense(Layer):
     """y = activation(x @ kernel + bias) on the last axis."""
 
+    supports_masking = True  # tf.keras passes a timestep mask through Dense
+
     def __init__(self, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
                  kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,

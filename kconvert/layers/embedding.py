@@ -28,6 +28,11 @@ class Embedding(Layer):
             kwargs["input_shape"] = (input_length,) if input_length else (None,)
         kwargs.pop("autocast", None)
         kwargs.pop("use_one_hot_matmul", None)
+        # Keras 3 writes these (None unless the layer is quantized or has LoRA weights)
+        keras3_extras = {k: kwargs.pop(k) for k in ("quantization_config", "lora_rank", "lora_alpha") if k in kwargs}
+        if any(v for v in keras3_extras.values()):
+            raise ConfigError(f"Embedding with {sorted(k for k, v in keras3_extras.items() if v)} (quantized or LoRA, "
+                              "Keras 3) is not supported", layer=kwargs.get("name"))
         super().__init__(**kwargs)
         if isinstance(input_dim, dict) or isinstance(output_dim, dict):
             raise ConfigError("Embedding input_dim/output_dim must be integers", layer=self.name)
