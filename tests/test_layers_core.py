@@ -19,7 +19,7 @@ from kconvert.layers.masking import Masking
     ({"units": 3, "activation": "relu"}, (2, 6, 9)),            # 3-D: applied on the last axis
     ({"units": 4, "use_bias": False}, (3, 7)),
     ({"units": 2, "use_bias": False, "activation": "tanh"}, (2, 3, 5, 7)),
-    ({"units": 6, "activation": "softmax", "kernel_regularizer": "l2", "bias_constraint": "non_neg"}, (5, 3)),
+    ({"units": 6, "activation": "softmax", "kernel_regularizer": "l2", "bias_constraint": "max_norm"}, (5, 3)),
 ])
 def test_dense(tfk, rng, kwargs, shape):
     x = rng.normal(size=shape).astype(np.float32)
@@ -134,7 +134,7 @@ def test_activation_serialization():
     ({"input_dim": 9, "output_dim": 3, "input_length": 5}, (2, 5), np.int32),
     ({"input_dim": 7, "output_dim": 2}, (3, 4, 5), np.int64),               # ids of any rank
     ({"input_dim": 6, "output_dim": 3, "embeddings_initializer": "he_normal",
-      "embeddings_regularizer": "l1", "embeddings_constraint": "non_neg"}, (3, 2), np.int32),
+      "embeddings_regularizer": "l1", "embeddings_constraint": "unit_norm"}, (3, 2), np.int32),
 ])
 def test_embedding(tfk, rng, kwargs, shape, dtype):
     ids = rng.integers(0, kwargs["input_dim"], shape).astype(dtype)
@@ -281,3 +281,81 @@ def test_noise_layer_errors():
         regularization.SpatialDropout2D(0.1, data_format="nhwc")
     with pytest.raises(kconvert.errors.ShapeError):
         regularization.SpatialDropout2D(0.1)(np.zeros((2, 3, 4), np.float32))
+
+
+# ---------------------------------------------------------------------------------------------- Keras 3 configs
+
+KERAS3_LAYERS = [("BatchNormalization", {}), ("LayerNormalization", {}), ("Add", {}), ("Concatenate", {"axis": 1}),
+                 ("Dot", {"axes": 1}), ("ReLU", {"max_value": 6.0}), ("LeakyReLU", {"negative_slope": 0.1}),
+                 ("PReLU", {}), ("ELU", {}), ("Softmax", {}), ("Dropout", {"rate": 0.2}),
+                 ("SpatialDropout2D", {"rate": 0.1}), ("GaussianNoise", {"stddev": 0.1}),
+                 ("GaussianDropout", {"rate": 0.1}), ("AlphaDropout", {"rate": 0.1}),
+                 ("Embedding", {"input_dim": 5, "output_dim": 3}), ("Masking", {})]
+
+
+@pytest.mark.parametrize("cls,kwargs", KERAS3_LAYERS)
+def test_keras3_configs_deserialize(keras3, cls, kwargs):
+    config = json_round_trip(getattr(keras3.layers, cls)(**kwargs).get_config())
+    layer = kconvert.layers.deserialize({"class_name": cls, "config": config})
+    assert type(layer).__name__ == cls
+    if cls == "LeakyReLU":
+        assert layer.get_config()["alpha"] == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------------------- ops these layers added
+
+
+def _numeric_grad(f, x, g, eps=1e-3):
+    out = np.zeros(x.shape)
+    for idx in np.ndindex(x.shape):
+        xp, xm = x.astype(np.float64), x.astype(np.float64)
+        xp[idx] += eps
+        xm[idx] -= eps
+        out[idx] = (np.sum(f(xp) * g) - np.sum(f(xm) * g)) / (2 * eps)
+    return out
+
+
+def _run_onnx(builder, feeds: dict, out: str, out_shape):
+    import onnxruntime as ort
+
+    model = builder.make_model([(k, v.shape) for k, v in feeds.items()], [(out, out_shape)])
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)[0]
+
+
+@pytest.mark.parametrize("op", ["reduce_sum", "reduce_mean", "reduce_max", "reduce_min"])
+@pytest.mark.parametrize("axis,keepdims", [((1, 2), False), (-1, True), (None, False)])
+def test_reduction_ops_gradient_and_onnx(rng, op, axis, keepdims):
+    from kconvert.ops.base import OPS
+    from kconvert.ops.onnx_builder import OnnxBuilder
+
+    cls = OPS[op]
+    x = rng.normal(size=(3, 4, 5)).astype(np.float32)
+    y = cls.forward(x, axis, keepdims)
+    g = rng.normal(size=np.shape(y))
+    (grad,) = cls.backward(g, (x,), y, axis=axis, keepdims=keepdims)
+    np.testing.assert_allclose(grad, _numeric_grad(lambda v: cls.forward(v, axis, keepdims), x, g), atol=1e-2)
+    b = OnnxBuilder()
+    out = cls.to_onnx(b, ["x"], axis=axis, keepdims=keepdims)
+    assert_close(_run_onnx(b, {"x": x}, out, np.shape(y)), y)
+
+
+def test_concatenate_gather_ops(rng):
+    from kconvert.ops.base import OPS
+    from kconvert.ops.onnx_builder import OnnxBuilder
+
+    a, c = rng.normal(size=(2, 3)).astype(np.float32), rng.normal(size=(2, 5)).astype(np.float32)
+    y = OPS["concatenate"].forward(a, c, axis=-1)
+    g = rng.normal(size=y.shape)
+    ga, gc = OPS["concatenate"].backward(g, (a, c), y, axis=-1)
+    np.testing.assert_array_equal(ga, g[:, :3])
+    np.testing.assert_array_equal(gc, g[:, 3:])
+    b = OnnxBuilder()
+    assert_close(_run_onnx(b, {"a": a, "c": c}, OPS["concatenate"].to_onnx(b, ["a", "c"], axis=-1), y.shape), y)
+    table, ids = rng.normal(size=(6, 3)).astype(np.float32), np.array([[0, 5, 2], [2, 2, 1]])
+    y = kconvert.ops.gather(table, ids)
+    g = rng.normal(size=y.shape)
+    gt, _ = OPS["gather"].backward(g, (table, ids), y)
+    np.testing.assert_allclose(gt, _numeric_grad(lambda v: np.take(v, ids, axis=0), table, g), atol=1e-2)
+    with pytest.raises(IndexError):
+        kconvert.ops.gather(table, np.array([6]))
