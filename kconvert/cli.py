@@ -92,7 +92,28 @@ def cmd_predict(args: argparse.Namespace) -> int:
         with atomic_write(args.output) as f:
             np.savez(f, **{f"output_{i}": y for i, y in enumerate(outputs)})
         print(f"wrote {args.output}")
+    if args.expect:
+        return _compare_expected(args.expect, model.output_names, outputs)
     return EXIT_OK
+
+
+def _compare_expected(path: str, names: list[str], outputs: list[np.ndarray]) -> int:
+    from .api import tolerance
+    from .errors import FormatError
+
+    try:
+        expected = np.load(path, allow_pickle=False)
+        refs = [expected[f"output_{i}"] for i in range(len(outputs))]
+    except (OSError, ValueError, KeyError) as e:
+        raise FormatError(f"cannot read expected outputs output_0..output_{len(outputs) - 1}: {e}",
+                          file=path) from None
+    ok = True
+    for name, y, ref in zip(names, outputs, refs):
+        err = float(np.max(np.abs(y.astype(np.float64) - ref))) if ref.shape == y.shape else float("inf")
+        within = err <= tolerance(ref)
+        ok &= within
+        print(f"{name}: max |ours - expected| = {err:.3g} ({'ok' if within else 'OVER TOLERANCE'})")
+    return EXIT_OK if ok else EXIT_MISMATCH
 
 
 def _load_inputs(path: str) -> list[np.ndarray]:
@@ -127,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--weights", help="weights file when MODEL is a JSON/YAML config")
     pp.add_argument("--input", help=".npy (one input) or .npz (keys input_0, input_1, ... or any, in key order)")
     pp.add_argument("-o", "--output", help="write the outputs to this .npz (output_0, output_1, ...)")
+    pp.add_argument("--expect", help=".npz with reference outputs output_0, ... to compare against (exit 3 if over "
+                    "tolerance)")
     pp.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
     pp.add_argument("--batch-size", type=int, default=32, help="prediction batch size (default 32)")
     pp.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
@@ -169,6 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("kconvert: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
+        return EXIT_OK
 
 
 def entry() -> None:  # pragma: no cover - console script wrapper

@@ -84,3 +84,15 @@ def test_validate_config_without_weights_is_an_error(saved, tmp_path, capsys):
     (tmp_path / "tiny.json").write_text(model.to_json())
     assert main(["validate", str(path), str(tmp_path / "tiny.json")]) == 1
     assert "weights" in capsys.readouterr().err
+
+
+def test_predict_expect_compares_with_reference(saved, tmp_path, rng, capsys):
+    model, path = saved
+    x = rng.normal(size=(4, 3)).astype("float32")
+    y = model.predict(x, verbose=0)
+    np.savez(tmp_path / "io.npz", input_0=x, output_0=y)
+    assert main(["predict", str(path), "--input", str(tmp_path / "io.npz"), "--expect", str(tmp_path / "io.npz")]) == 0
+    assert "ok" in capsys.readouterr().out
+    np.savez(tmp_path / "bad.npz", output_0=y + 1.0)
+    assert main(["predict", str(path), "--input", str(tmp_path / "io.npz"), "--expect", str(tmp_path / "bad.npz")]) == 3
+    assert "OVER TOLERANCE" in capsys.readouterr().out

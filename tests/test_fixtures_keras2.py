@@ -157,9 +157,18 @@ def test_summary_and_counts_equal_tf_keras(name, tfk):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_layer_configs_equal_tf_keras(name, tfk):
-    model = kconvert.load_model(_files(name)["h5"])
-    reference = tfk.models.load_model(_files(name)["h5"], compile=False)
-    for ours, theirs in zip(model.layers, reference.layers):
-        assert ours.name == theirs.name
-        assert json.loads(json.dumps(ours.get_config())) == json.loads(json.dumps(theirs.get_config())), ours.name
+def test_layer_configs_equal_tf_keras(name):
+    """Each layer's get_config() equals the config tf_keras's get_config() wrote into the JSON file."""
+    from kconvert.formats.keras_text import dump_json
+
+    written = json.loads(_files(name)["json"].read_text())["config"]
+    entries = written if isinstance(written, list) else written["layers"]
+    model = kconvert.models.model_from_json(_files(name)["json"].read_text())
+    checked = 0
+    for entry in entries:
+        if entry["class_name"] in ("InputLayer", "Sequential", "Functional", "Model"):
+            continue
+        layer = model.get_layer(entry["config"]["name"])
+        assert json.loads(dump_json(layer.get_config())) == entry["config"], layer.name
+        checked += 1
+    assert checked > 0

@@ -73,6 +73,7 @@ def _sequential_from_config(config: Any, custom_objects: dict) -> Layer:
     if not isinstance(layer_entries, list):
         raise ConfigError("a Sequential config has no 'layers' list", layer=name)
     model = seq_cls(name=name)
+    model._legacy_form = _is_legacy_form(layer_entries)
     for entry in layer_entries:
         model.add(deserialize_entry(entry, custom_objects))
     if not model.built and build_shape is not None:
@@ -173,8 +174,15 @@ def _functional_from_config(config: Any, custom_objects: dict) -> Layer:
         return out
 
     cls = LAYERS["Functional"]
-    return cls(inputs=refs_of("input_layers"), outputs=refs_of("output_layers"), name=model_name,
-               trainable=config.get("trainable", True))
+    model = cls(inputs=refs_of("input_layers"), outputs=refs_of("output_layers"), name=model_name,
+                trainable=config.get("trainable", True))
+    model._legacy_form = _is_legacy_form(config["layers"])
+    return model
+
+
+def _is_legacy_form(entries: list) -> bool:
+    """True when layer entries carry no `module` key (HDF5 configs, and tf.keras's own nested to_json)."""
+    return bool(entries) and all(isinstance(e, dict) and "module" not in e for e in entries)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -218,11 +226,13 @@ def layer_entry(layer: Layer, legacy: bool = False) -> dict:
     `to_json` writes module, class_name, config, registered_name and build_config; the `model_config` of
     an HDF5 file uses the legacy form with class_name and config only (`legacy=True`).
     """
+    # tf.keras writes a nested model's own entries in either form; keep the one the model was read in
+    inner_legacy = legacy or getattr(layer, "_legacy_form", False)
     if legacy:
         return {"class_name": _class_name(layer), "config": _layer_config(layer, legacy)}
     module, registered = _module_of(layer)
     entry: dict[str, Any] = {"module": module, "class_name": _class_name(layer),
-                             "config": _layer_config(layer, legacy), "registered_name": registered}
+                             "config": _layer_config(layer, inner_legacy), "registered_name": registered}
     if not isinstance(layer, InputLayer) and layer.built and layer._build_input_shape is not None:
         entry["build_config"] = {"input_shape": _plain(layer._build_input_shape)}
     return entry

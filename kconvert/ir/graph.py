@@ -137,18 +137,18 @@ def _map_graph(inputs: list[Value], outputs: list[Value]):
     for v in outputs:
         visit(v)
 
+    # tf.keras's depth rule: a node's depth is at least its layer's depth (shared layers), and a parent
+    # node is one deeper than its deepest child.
     nodes_by_id = {id(n): n for n in order}
     node_depth: dict[int, int] = {}
-    for node in reversed(order):
-        d = node_depth.setdefault(id(node), 0)
-        for parent in node.parents:
-            if id(parent) not in nodes_by_id:
-                continue
-            node_depth[id(parent)] = max(d + 1, node_depth.get(id(parent), 0))
     layer_depth: dict[int, int] = {}
-    for node in order:
-        lid = id(node.layer)
-        layer_depth[lid] = max(layer_depth.get(lid, 0), node_depth[id(node)])
+    for node in reversed(order):
+        d = max(node_depth.setdefault(id(node), 0), layer_depth.get(id(node.layer), 0))
+        layer_depth[id(node.layer)] = d
+        node_depth[id(node)] = d
+        for parent in node.parents:
+            if id(parent) in nodes_by_id:
+                node_depth[id(parent)] = max(d + 1, node_depth.get(id(parent), 0))
     nodes = sorted(order, key=lambda n: -node_depth[id(n)])  # stable: parents before children
     layers = sorted(layers_by_id.values(), key=lambda la: (-layer_depth[id(la)], layer_indices[id(la)]))
     return nodes, layers, node_depth
