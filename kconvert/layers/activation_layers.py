@@ -8,9 +8,8 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
-from . import initializers
 from .base import Layer, register_layer
-from .config_objects import serialize_constraint, serialize_regularizer
+from .config_objects import weight_args_config
 
 
 def _f32(v) -> float:
@@ -103,9 +102,7 @@ class PReLU(Layer):
         return (ops.relu(x) - self.alpha.value * ops.relu(-x)).astype(x.dtype, copy=False)
 
     def get_config(self):
-        return {**super().get_config(), "alpha_initializer": initializers.serialize(self.alpha_initializer),
-                "alpha_regularizer": serialize_regularizer(self.alpha_regularizer),
-                "alpha_constraint": serialize_constraint(self.alpha_constraint), "shared_axes": self.shared_axes}
+        return {**super().get_config(), **weight_args_config(self, ("alpha",)), "shared_axes": self.shared_axes}
 
 
 @register_layer()

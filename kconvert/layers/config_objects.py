@@ -52,3 +52,20 @@ def serialize_constraint(identifier: Any) -> Any:
         return {"module": "keras.constraints", "class_name": type(identifier).__name__,
                 "config": identifier.get_config(), "registered_name": None}
     raise ValueError(f"cannot interpret {identifier!r} as a constraint")
+
+
+def weight_args_config(layer: Any, names: tuple[str, ...], activity: bool = False,
+                       extra_initializers: tuple[str, ...] = ()) -> dict:
+    """The `<name>_initializer/_regularizer/_constraint` config keys of a layer's weights, in tf.keras order.
+
+    tf.keras lists all initializers, then the regularizers (and `activity_regularizer`), then the constraints.
+    """
+    from . import initializers
+
+    config = {f"{n}_initializer": initializers.serialize(getattr(layer, f"{n}_initializer"))
+              for n in (*names, *extra_initializers)}
+    config.update({f"{n}_regularizer": serialize_regularizer(getattr(layer, f"{n}_regularizer")) for n in names})
+    if activity:
+        config["activity_regularizer"] = serialize_regularizer(layer.activity_regularizer)
+    config.update({f"{n}_constraint": serialize_constraint(getattr(layer, f"{n}_constraint")) for n in names})
+    return config

@@ -14,9 +14,9 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
-from . import activations, initializers
+from . import activations
 from .base import Layer, register_layer
-from .config_objects import serialize_constraint, serialize_regularizer
+from .config_objects import weight_args_config
 
 # ---------------------------------------------------------------------------------------------- argument helpers
 
@@ -231,13 +231,7 @@ class _Conv(Layer):
                 "strides": list(self.strides), "padding": self.padding, "data_format": self.data_format,
                 "dilation_rate": list(self.dilation_rate), "groups": self.groups,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": serialize_regularizer(self.kernel_regularizer),
-                "bias_regularizer": serialize_regularizer(self.bias_regularizer),
-                "activity_regularizer": serialize_regularizer(self.activity_regularizer),
-                "kernel_constraint": serialize_constraint(self.kernel_constraint),
-                "bias_constraint": serialize_constraint(self.bias_constraint)}
+                **weight_args_config(self, ("kernel", "bias"), activity=True)}
 
 
 # ---------------------------------------------------------------------------------------------- Conv1D/2D/3D
@@ -450,12 +444,7 @@ class _SeparableConv(_Conv):
     def get_config(self):
         # tf_keras keeps the (unused) kernel_initializer/regularizer/constraint keys of its Conv base here
         return {**super().get_config(), "depth_multiplier": self.depth_multiplier,
-                "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-                "pointwise_initializer": initializers.serialize(self.pointwise_initializer),
-                "depthwise_regularizer": serialize_regularizer(self.depthwise_regularizer),
-                "pointwise_regularizer": serialize_regularizer(self.pointwise_regularizer),
-                "depthwise_constraint": serialize_constraint(self.depthwise_constraint),
-                "pointwise_constraint": serialize_constraint(self.pointwise_constraint)}
+                **weight_args_config(self, ("depthwise", "pointwise"))}
 
 
 @register_layer("SeparableConvolution1D")
@@ -543,9 +532,7 @@ class _DepthwiseConv(_Conv):
         for key in ("filters", "kernel_initializer", "kernel_regularizer", "kernel_constraint"):
             config.pop(key)
         return {**config, "depth_multiplier": self.depth_multiplier,
-                "depthwise_initializer": initializers.serialize(self.depthwise_initializer),
-                "depthwise_regularizer": serialize_regularizer(self.depthwise_regularizer),
-                "depthwise_constraint": serialize_constraint(self.depthwise_constraint)}
+                **weight_args_config(self, ("depthwise",))}
 
 
 @register_layer()

@@ -9,9 +9,9 @@ import numpy as np
 from .. import ops
 from ..errors import ConfigError
 from ..ir import Node, Value
-from . import activations, initializers
+from . import activations
 from .base import Layer, register_layer, unique_name
-from .config_objects import serialize_constraint, serialize_regularizer
+from .config_objects import weight_args_config
 
 
 @register_layer()
@@ -92,14 +92,7 @@ class Dense(Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "activation": activations.serialize(self.activation),
-                "use_bias": self.use_bias,
-                "kernel_initializer": initializers.serialize(self.kernel_initializer),
-                "bias_initializer": initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": serialize_regularizer(self.kernel_regularizer),
-                "bias_regularizer": serialize_regularizer(self.bias_regularizer),
-                "activity_regularizer": serialize_regularizer(self.activity_regularizer),
-                "kernel_constraint": serialize_constraint(self.kernel_constraint),
-                "bias_constraint": serialize_constraint(self.bias_constraint)}
+                "use_bias": self.use_bias, **weight_args_config(self, ("kernel", "bias"), activity=True)}
 
 
 @register_layer()

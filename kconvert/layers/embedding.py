@@ -8,9 +8,8 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError, KConvertError
-from . import initializers
 from .base import Layer, register_layer
-from .config_objects import serialize_constraint, serialize_regularizer
+from .config_objects import weight_args_config
 
 
 @register_layer()
@@ -92,8 +91,5 @@ class Embedding(Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_dim": self.input_dim, "output_dim": self.output_dim,
-                "embeddings_initializer": initializers.serialize(self.embeddings_initializer),
-                "embeddings_regularizer": serialize_regularizer(self.embeddings_regularizer),
-                "activity_regularizer": serialize_regularizer(self.activity_regularizer),
-                "embeddings_constraint": serialize_constraint(self.embeddings_constraint),
+                **weight_args_config(self, ("embeddings",), activity=True),
                 "mask_zero": self.mask_zero, "input_length": self.input_length}

@@ -8,9 +8,8 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
-from . import initializers
 from .base import Layer, register_layer
-from .config_objects import serialize_constraint, serialize_regularizer
+from .config_objects import weight_args_config
 
 
 def _validate_axis(axis, input_shape) -> list[int]:
@@ -172,14 +171,9 @@ class BatchNormalization(Layer):
 
     def get_config(self):
         config = {"axis": self.axis, "momentum": self.momentum, "epsilon": self.epsilon, "center": self.center,
-                  "scale": self.scale, "beta_initializer": initializers.serialize(self.beta_initializer),
-                  "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                  "moving_mean_initializer": initializers.serialize(self.moving_mean_initializer),
-                  "moving_variance_initializer": initializers.serialize(self.moving_variance_initializer),
-                  "beta_regularizer": serialize_regularizer(self.beta_regularizer),
-                  "gamma_regularizer": serialize_regularizer(self.gamma_regularizer),
-                  "beta_constraint": serialize_constraint(self.beta_constraint),
-                  "gamma_constraint": serialize_constraint(self.gamma_constraint)}
+                  "scale": self.scale,
+                  **weight_args_config(self, ("beta", "gamma"),
+                                       extra_initializers=("moving_mean", "moving_variance"))}
         if self.renorm:
             config.update(renorm=True, renorm_clipping=self.renorm_clipping, renorm_momentum=self.renorm_momentum)
         if self.virtual_batch_size is not None:
@@ -251,12 +245,7 @@ class LayerNormalization(Layer):
 
     def get_config(self):
         config = {"axis": self.axis, "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
-                  "beta_initializer": initializers.serialize(self.beta_initializer),
-                  "gamma_initializer": initializers.serialize(self.gamma_initializer),
-                  "beta_regularizer": serialize_regularizer(self.beta_regularizer),
-                  "gamma_regularizer": serialize_regularizer(self.gamma_regularizer),
-                  "beta_constraint": serialize_constraint(self.beta_constraint),
-                  "gamma_constraint": serialize_constraint(self.gamma_constraint)}
+                  **weight_args_config(self, ("beta", "gamma"))}
         if self.rms_scaling:
             config["rms_scaling"] = True
         return {**super().get_config(), **config}
