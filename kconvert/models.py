@@ -238,9 +238,13 @@ class Model(Layer):
 
     def load_weights(self, filepath, by_name: bool = False, skip_mismatch: bool = False, **kwargs) -> None:
         """Load HDF5 weights: by position (Keras's default) or, with `by_name=True`, by layer name."""
+        from .formats.detect import detect_format
         from .formats.keras_h5 import read_keras_h5
 
         path = os.fspath(filepath)
+        kind = detect_format(path)  # a TF checkpoint or SavedModel gets its own clear error here
+        if kind not in ("keras_h5_model", "keras_h5_weights"):
+            raise FormatError(f"load_weights reads Keras HDF5 weight files; this file is '{kind}'", file=path)
         if skip_mismatch and not by_name:
             raise ConfigError("skip_mismatch=True is only valid together with by_name=True", file=path)
         h5 = read_keras_h5(path)

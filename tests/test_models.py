@@ -281,3 +281,22 @@ def test_initializer_names_serialize_as_tf_keras(tfk, name):
     ours = L.Dense(3, kernel_initializer=name, name="d").get_config()["kernel_initializer"]
     theirs = tfk.layers.Dense(3, kernel_initializer=name).get_config()["kernel_initializer"]
     assert json.loads(json.dumps(ours)) == json.loads(json.dumps(theirs))
+
+
+def test_malformed_yaml_names_the_file(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("class_name: Sequential\nconfig: [unclosed\n")
+    with pytest.raises(errors.FormatError, match="m.yaml"):
+        kconvert.load_model(bad)
+    evil = "!!python/object/apply:os.system ['echo hacked']\n"
+    with pytest.raises(errors.FormatError):
+        kconvert.models.model_from_yaml(evil)
+
+
+def test_load_weights_from_a_tf_checkpoint_is_a_clear_error(tfk, tmp_path):
+    src = tfk.Sequential([tfk.layers.Dense(2, input_shape=(3,))])
+    src.save_weights(str(tmp_path / "ckpt"))  # no .h5 suffix: TensorFlow checkpoint format
+    inp = kconvert.Input((3,))
+    model = kconvert.Model(inp, L.Dense(2)(inp))
+    with pytest.raises(errors.UnsupportedFormatError, match="checkpoint"):
+        model.load_weights(tmp_path / "ckpt")
