@@ -250,10 +250,12 @@ class Model(Layer):
         h5 = read_keras_h5(path)
         self._ensure_built(None)
         try:
+            origin = {"original_keras_version": h5.original_keras_version,
+                      "original_backend": h5.weights_backend or h5.backend}
             if by_name:
-                keras_weights.load_by_name(self.layers, h5.layer_weights, path, skip_mismatch)
+                keras_weights.load_by_name(self.layers, h5.layer_weights, path, skip_mismatch, **origin)
             else:
-                keras_weights.load_topological(self.layers, h5.layer_weights, h5.layer_names, path)
+                keras_weights.load_topological(self.layers, h5.layer_weights, h5.layer_names, path, **origin)
         except KConvertError as e:
             raise e.with_context(file=path) from None
 
@@ -386,23 +388,25 @@ def _node_on(layer: Layer, x: Value):
 # ---------------------------------------------------------------------------------------------- loading
 
 
-def model_from_config(config: dict, custom_objects: dict | None = None) -> Layer:
+def model_from_config(config: dict, custom_objects: dict | None = None, safe_mode: bool = True) -> Layer:
     """A model (or layer) from a `{'class_name', 'config'}` dict."""
-    return keras_config.model_from_config(config, custom_objects)
+    return keras_config.model_from_config(config, custom_objects, safe_mode=safe_mode)
 
 
 def model_from_json(json_string: str, custom_objects: dict | None = None, safe_mode: bool = True) -> Layer:
     """A model from `Model.to_json()` text of any tf.keras / Keras 2 writer."""
     from .formats.keras_text import load_config_text
 
-    return keras_config.model_from_config(load_config_text(json_string, "json"), custom_objects)
+    return keras_config.model_from_config(load_config_text(json_string, "json"), custom_objects,
+                                          safe_mode=safe_mode)
 
 
 def model_from_yaml(yaml_string: str, custom_objects: dict | None = None, safe_mode: bool = True) -> Layer:
     """A model from Keras YAML (read safely: only the `!!python/tuple` tag is accepted)."""
     from .formats.keras_text import load_config_text
 
-    return keras_config.model_from_config(load_config_text(yaml_string, "yaml"), custom_objects)
+    return keras_config.model_from_config(load_config_text(yaml_string, "yaml"), custom_objects,
+                                          safe_mode=safe_mode)
 
 
 def load_model(filepath, custom_objects: dict | None = None, compile: bool = True, safe_mode: bool = True,
@@ -416,7 +420,7 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
     kind = detect_format(path)
     try:
         if kind in ("json", "yaml"):
-            return keras_config.model_from_config(read_config_file(path), custom_objects)
+            return keras_config.model_from_config(read_config_file(path), custom_objects, safe_mode=safe_mode)
         if kind == "keras_h5_weights":
             raise FormatError("this is a weights-only file (save_weights); build the model and call "
                               "model.load_weights() on it", file=path)
@@ -425,9 +429,12 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
         h5 = read_keras_h5(path)
         if h5.model_config is None:
             raise FormatError("the file has no model_config", file=path)
-        model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version)
+        model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version,
+                                               safe_mode=safe_mode)
         layers = model.layers if isinstance(model, Model) else [model]
-        keras_weights.load_topological(layers, h5.layer_weights, h5.layer_names, path)
+        keras_weights.load_topological(layers, h5.layer_weights, h5.layer_names, path,
+                                       original_keras_version=h5.original_keras_version,
+                                       original_backend=h5.weights_backend or h5.backend)
         if isinstance(model, Model):
             model._training_config = h5.training_config
             model.optimizer_weights = h5.optimizer_weights

@@ -13,7 +13,8 @@ from typing import Any
 
 from ..errors import ConfigError, KConvertError, UnknownLayerError
 from ..layers import LAYERS, InputLayer, Layer, get_layer_class, keras_dialect
-from ..layers.base import is_shape_list
+from ..layers.base import current_keras_major, is_shape_list, safe_mode_scope
+from .dialects import normalize_entry
 
 KERAS_VERSION = "2.21.0"  # the tf.keras version whose file layout and config dialect we write
 
@@ -29,17 +30,23 @@ def keras_major(version: Any) -> int:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def model_from_config(config: dict, custom_objects: dict | None = None, keras_version: Any = None) -> Layer:
-    """Build a model (or a single layer) from a `{'class_name', 'config'}` dict of any Keras 2 writer."""
+def model_from_config(config: dict, custom_objects: dict | None = None, keras_version: Any = None,
+                      safe_mode: bool = True) -> Layer:
+    """Build a model (or a single layer) from a `{'class_name', 'config'}` dict of any Keras 2 writer.
+
+    With `safe_mode=True` nothing in the config may execute code (Lambda bytecode is refused).
+    """
     if not isinstance(config, dict) or "class_name" not in config:
         raise ConfigError("a model config must be a dict with 'class_name' and 'config'")
     version = keras_version or config.get("keras_version")
-    with keras_dialect(keras_major(version) if version else 2):
+    with keras_dialect(keras_major(version) if version else 2), safe_mode_scope(safe_mode):
         return deserialize_entry(config, custom_objects or {})
 
 
 def deserialize_entry(entry: dict, custom_objects: dict) -> Layer:
     """One `{'class_name', 'config'}` entry: a nested model or a layer."""
+    if isinstance(entry, dict):
+        entry = normalize_entry(entry, current_keras_major())
     class_name = entry.get("class_name")
     config = entry.get("config")
     name = config.get("name") if isinstance(config, dict) else None

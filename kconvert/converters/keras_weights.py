@@ -9,6 +9,7 @@ import numpy as np
 
 from ..errors import WeightsError
 from ..layers import Layer
+from .weight_preprocess import preprocess_weights
 
 
 def legacy_weights(layer: Layer) -> list:
@@ -39,29 +40,40 @@ def _assign(layer: Layer, arrays: Sequence[np.ndarray], file, saved_name: str,
         w.assign(value)
 
 
+def _saved_arrays(layer: Layer, saved: list, version, backend) -> list[np.ndarray]:
+    return preprocess_weights(layer, [a for _, a in saved], version, backend)
+
+
 def load_topological(layers: Sequence[Layer], saved: dict[str, list], layer_names: Sequence[str],
-                     file=None) -> None:
-    """Keras's default `load_weights`: pair layers with weights and saved layers with weights by position."""
+                     file=None, original_keras_version: str | None = None,
+                     original_backend: str | None = None) -> None:
+    """Keras's default `load_weights`: pair layers with weights and saved layers with weights by position.
+
+    Arrays written by another Keras version or backend are first rewritten (`weight_preprocess`).
+    """
     targets = [la for la in layers if legacy_weights(la)]
     sources = [n for n in layer_names if saved.get(n)]
     if len(targets) != len(sources):
         raise WeightsError(f"the file has weights for {len(sources)} layers but the model has {len(targets)} "
                            f"layers with weights", file=file)
+    converted = []
     for layer, name in zip(targets, sources):
-        arrays = [a for _, a in saved[name]]
+        arrays = _saved_arrays(layer, saved[name], original_keras_version, original_backend)
         if len(arrays) != len(legacy_weights(layer)):
             raise WeightsError(f"expects {len(legacy_weights(layer))} weights, but the saved layer '{name}' has "
                                f"{len(arrays)}", file=file, layer=layer.name)
-    for layer, name in zip(targets, sources):
-        _assign(layer, [a for _, a in saved[name]], file, name)
+        converted.append(arrays)
+    for layer, name, arrays in zip(targets, sources, converted):
+        _assign(layer, arrays, file, name)
 
 
-def load_by_name(layers: Sequence[Layer], saved: dict[str, list], file=None, skip_mismatch: bool = False) -> None:
+def load_by_name(layers: Sequence[Layer], saved: dict[str, list], file=None, skip_mismatch: bool = False,
+                 original_keras_version: str | None = None, original_backend: str | None = None) -> None:
     """`load_weights(by_name=True)`: top-level layers take the saved weights of the layer with their name."""
     for layer in layers:
         if layer.name not in saved:
             continue
-        arrays = [a for _, a in saved[layer.name]]
+        arrays = _saved_arrays(layer, saved[layer.name], original_keras_version, original_backend)
         own = legacy_weights(layer)
         if len(arrays) != len(own):
             if skip_mismatch:

@@ -69,6 +69,23 @@ def current_keras_major() -> int:
     return _KERAS_MAJOR.get()
 
 
+_SAFE_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("safe_mode", default=True)
+
+
+@contextlib.contextmanager
+def safe_mode_scope(safe_mode: bool):
+    """Deserialization inside refuses to execute code from the file (Lambda bytecode) unless False."""
+    token = _SAFE_MODE.set(bool(safe_mode))
+    try:
+        yield
+    finally:
+        _SAFE_MODE.reset(token)
+
+
+def current_safe_mode() -> bool:
+    return _SAFE_MODE.get()
+
+
 # ---------------------------------------------------------------------------------------------- naming
 
 _NAME_COUNTS: defaultdict[str, int] = defaultdict(int)
@@ -257,6 +274,11 @@ class Layer:
                                    layer=self.name)
         for w, value in zip(own, weights):
             w.assign(value)
+
+    def keras3_state(self) -> tuple[list[Weight], dict[str, Any]]:
+        """Own variables in Keras 3 `vars/<i>` order, and named child objects, as Keras 3's `_save_state`
+        walks them (a child is any object with its own `keras3_state`)."""
+        return list(self._trainable_weights) + list(self._non_trainable_weights), {}
 
     def count_params(self) -> int:
         return int(sum(int(np.prod(w.shape)) for w in self.weights))
