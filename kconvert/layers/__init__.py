@@ -2,6 +2,7 @@
 
 from . import (
     activation_layers,
+    applications,
     convolutional,
     core,
     embedding,
