@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .converters import keras_config, keras_weights
+from .converters import keras1, keras1_weights, keras3_config, keras3_weights, keras_config, keras_weights  # noqa: F401 - keras1: dialect hooks
 from .errors import ConfigError, FormatError, GraphError, KConvertError, ShapeError
 from .ir import Graph, Node, Value, check_unique_names
 from .layers import InputLayer, Layer, register_layer
@@ -186,10 +186,13 @@ class Model(Layer):
     def from_config(cls, config: dict, custom_objects: dict | None = None) -> Model:
         return keras_config.model_from_config({"class_name": "Functional", "config": config}, custom_objects)
 
-    def to_json(self, **kwargs) -> str:
-        """The model config as JSON, with tf.keras's envelope (`keras_version`, `backend`)."""
+    def to_json(self, keras_version: str | None = None, **kwargs) -> str:
+        """The model config as JSON, with tf.keras's envelope (`keras_version`, `backend`); with
+        `keras_version="3"` the Keras 3 form (`keras.models.model_from_json` reads it)."""
         from .formats.keras_text import dump_json
 
+        if _keras3(keras_version):
+            return dump_json(keras3_config.model_to_keras3_config(keras3_config.prepare_for_keras3(self)), **kwargs)
         return dump_json(self._envelope(), **kwargs)
 
     def to_yaml(self, **kwargs) -> str:
@@ -209,17 +212,22 @@ class Model(Layer):
 
     # ------------------------------------------------------------------ saving / loading
     def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True, save_format: str | None = None,
-             **kwargs) -> None:
-        """Write a whole-model HDF5 file that tf.keras (`tf_keras.models.load_model`) reads."""
+             keras_version: str | None = None, **kwargs) -> None:
+        """Write a whole-model file: `.keras` is the Keras 3 archive (`keras.saving.load_model` reads it); `.h5` is
+        the tf.keras 2 layout (`tf_keras.models.load_model`), or with `keras_version="3"` Keras 3's legacy `.h5`."""
         from .formats.keras_h5 import write_keras_h5
 
         path = os.fspath(filepath)
-        fmt = save_format or ("h5" if path.endswith((".h5", ".hdf5", ".keras2")) else None)
-        if fmt not in ("h5", "hdf5"):
-            raise FormatError("kconvert writes Keras 2 whole-model HDF5 files (.h5); the .keras format arrives "
-                              "with Keras 3 support", file=path)
+        fmt = save_format or ("keras" if path.endswith(".keras") else
+                              "h5" if path.endswith((".h5", ".hdf5", ".keras2")) else None)
+        if fmt not in ("h5", "hdf5", "keras"):
+            raise FormatError("kconvert writes .keras archives (Keras 3) and whole-model HDF5 files (.h5); "
+                              "give the file one of those extensions", file=path)
         if not overwrite and os.path.exists(path):
             raise FormatError("the file exists and overwrite=False", file=path)
+        if fmt == "keras" or _keras3(keras_version):
+            _save_keras3(self, path, archive=fmt == "keras", include_optimizer=include_optimizer)
+            return
         training_config = getattr(self, "_training_config", None) if include_optimizer else None
         write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
                        model_config=keras_config.model_to_config(self, legacy=True), training_config=training_config,
@@ -233,16 +241,33 @@ class Model(Layer):
         path = os.fspath(filepath)
         if not overwrite and os.path.exists(path):
             raise FormatError("the file exists and overwrite=False", file=path)
+        if path.endswith(".weights.h5"):  # Keras 3's layout, as keras.Model.save_weights writes it
+            from .formats.keras3_weights import write_keras3_weights
+
+            write_keras3_weights(path, keras3_weights.model_state(keras3_config.prepare_for_keras3(self),
+                                                                  getattr(self, "_keras3_optimizer_state", None)))
+            return
         write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
                        keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
 
-    def load_weights(self, filepath, by_name: bool = False, skip_mismatch: bool = False, **kwargs) -> None:
-        """Load HDF5 weights: by position (Keras's default) or, with `by_name=True`, by layer name."""
+    def load_weights(self, filepath, by_name: bool = False, skip_mismatch: bool = False,
+                     source_backend: str | None = None, **kwargs) -> None:
+        """Load HDF5 weights: by position (Keras's default) or, with `by_name=True`, by layer name.
+
+        `source_backend` ('tensorflow', 'theano', 'cntk') overrides the backend inferred for the file.
+        """
         from .formats.detect import detect_format
         from .formats.keras_h5 import read_keras_h5
 
         path = os.fspath(filepath)
-        kind = detect_format(path)  # a TF checkpoint or SavedModel gets its own clear error here
+        kind = "keras3_weights_h5" if path.endswith(".weights.json") else detect_format(path)
+        if kind in ("keras3_weights_h5", "keras_zip"):  # Keras 3's layout: variables by saved path
+            if by_name:
+                raise ConfigError("by_name=True is for legacy HDF5 weight files; Keras 3 weights load by path",
+                                  file=path)
+            self._ensure_built(None)
+            _load_keras3_weights(self, path, kind)
+            return
         if kind not in ("keras_h5_model", "keras_h5_weights"):
             raise FormatError(f"load_weights reads Keras HDF5 weight files; this file is '{kind}'", file=path)
         if skip_mismatch and not by_name:
@@ -251,11 +276,13 @@ class Model(Layer):
         self._ensure_built(None)
         try:
             origin = {"original_keras_version": h5.original_keras_version,
-                      "original_backend": h5.weights_backend or h5.backend}
+                      "original_backend": keras1_weights.source_backend(h5, source_backend)}
             if by_name:
-                keras_weights.load_by_name(self.layers, h5.layer_weights, path, skip_mismatch, **origin)
+                keras_weights.load_by_name(keras1_weights.by_name_layers(self.layers, h5), h5.layer_weights, path,
+                                           skip_mismatch, **origin)
             else:
-                keras_weights.load_topological(self.layers, h5.layer_weights, h5.layer_names, path, **origin)
+                keras_weights.load_topological(keras1_weights.topological_layers(self.layers, h5), h5.layer_weights,
+                                               h5.layer_names, path, **origin)
         except KConvertError as e:
             raise e.with_context(file=path) from None
 
@@ -322,7 +349,7 @@ class Sequential(Model):
                 self._input_layer = InputLayer(batch_input_shape=shape, name=f"{layer.name}_input",
                                                dtype=layer._dtype_config if isinstance(layer._dtype_config, str)
                                                else None)
-        if self._input_layer is not None:
+        if self._input_layer is not None or _own_inputs(self._stack[0]) is not None:
             self._rebuild()
 
     def pop(self) -> None:
@@ -335,8 +362,14 @@ class Sequential(Model):
             self._rebuild()
 
     def _rebuild(self) -> None:
-        x = self._input_layer._inbound_nodes[0].outputs[0]
-        for layer in self._stack:
+        own = _own_inputs(self._stack[0]) if self._input_layer is None else None
+        if own is not None:  # a first layer that brings its model inputs (Keras 1's Merge of models)
+            inputs, x = own
+            rest = self._stack[1:]
+        else:
+            inputs = x = self._input_layer._inbound_nodes[0].outputs[0]
+            rest = self._stack
+        for layer in rest:
             node = _node_on(layer, x)
             if node is not None:
                 out = node.outputs
@@ -346,7 +379,7 @@ class Sequential(Model):
             if isinstance(x, list):
                 raise GraphError("layers in a Sequential model must have a single output", layer=layer.name)
         self._inbound_nodes = []
-        self._init_graph(self._input_layer._inbound_nodes[0].outputs[0], x)
+        self._init_graph(inputs, x)
         self._layers = self._all_layers()
 
     def build(self, input_shape=None) -> None:
@@ -375,6 +408,12 @@ class Sequential(Model):
     @classmethod
     def from_config(cls, config, custom_objects: dict | None = None) -> Sequential:
         return keras_config.model_from_config({"class_name": "Sequential", "config": config}, custom_objects)
+
+
+def _own_inputs(layer: Layer):
+    """(inputs, output) of a layer that starts a Sequential with inputs of its own, else None."""
+    fn = getattr(layer, "sequential_inputs_outputs", None)
+    return fn() if fn is not None else None
 
 
 def _node_on(layer: Layer, x: Value):
@@ -410,8 +449,11 @@ def model_from_yaml(yaml_string: str, custom_objects: dict | None = None, safe_m
 
 
 def load_model(filepath, custom_objects: dict | None = None, compile: bool = True, safe_mode: bool = True,
-               **kwargs) -> Model:
-    """Load a whole-model Keras `.h5` file (or a JSON/YAML config, architecture only)."""
+               source_backend: str | None = None, **kwargs) -> Model:
+    """Load a whole-model Keras `.h5` file (or a JSON/YAML config, architecture only).
+
+    `source_backend` ('tensorflow', 'theano', 'cntk') overrides the backend inferred for the file's weights.
+    """
     from .formats.detect import detect_format
     from .formats.keras_h5 import read_keras_h5
     from .formats.keras_text import read_config_file
@@ -421,9 +463,11 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
     try:
         if kind in ("json", "yaml"):
             return keras_config.model_from_config(read_config_file(path), custom_objects, safe_mode=safe_mode)
-        if kind == "keras_h5_weights":
+        if kind in ("keras_h5_weights", "keras3_weights_h5"):
             raise FormatError("this is a weights-only file (save_weights); build the model and call "
                               "model.load_weights() on it", file=path)
+        if kind == "keras_zip":
+            return _load_keras_archive(path, custom_objects, safe_mode)
         if kind != "keras_h5_model":
             raise FormatError(f"kconvert cannot load a model from this file yet (detected '{kind}')", file=path)
         h5 = read_keras_h5(path)
@@ -432,9 +476,11 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
         model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version,
                                                safe_mode=safe_mode)
         layers = model.layers if isinstance(model, Model) else [model]
-        keras_weights.load_topological(layers, h5.layer_weights, h5.layer_names, path,
-                                       original_keras_version=h5.original_keras_version,
-                                       original_backend=h5.weights_backend or h5.backend)
+        if isinstance(model, Model) and keras3_config.keras_major(h5.keras_version) >= 3:
+            layers = keras3_weights.keras3_layers(model)  # the file lists the layers in Keras 3's order
+        keras_weights.load_topological(keras1_weights.topological_layers(layers, h5), h5.layer_weights,
+                                       h5.layer_names, path, original_keras_version=h5.original_keras_version,
+                                       original_backend=keras1_weights.source_backend(h5, source_backend))
         if isinstance(model, Model):
             model._training_config = h5.training_config
             model.optimizer_weights = h5.optimizer_weights
@@ -442,6 +488,65 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
         return model
     except KConvertError as e:
         raise e.with_context(file=path) from None
+
+
+def _keras3(keras_version) -> bool:
+    return keras_version is not None and keras3_config.keras_major(keras_version) >= 3
+
+
+def _save_keras3(model: Model, path: str, archive: bool, include_optimizer: bool) -> None:
+    """A `.keras` archive, or Keras 3's legacy `.h5`, of `model` (layers Keras 3 lacks rewritten natively)."""
+    from .formats.keras_h5 import write_keras_h5
+    from .formats.keras_zip import KERAS3_VERSION, write_keras_zip
+
+    ready = keras3_config.prepare_for_keras3(model)
+    if archive:
+        config = keras3_config.model_to_keras3_config(ready)
+        optimizer = getattr(model, "_keras3_optimizer_state", None)
+        if not include_optimizer or optimizer is None or "compile_config" not in config:
+            optimizer = None
+            if "compile_config" in config:
+                config["compile_config"] = {}
+        write_keras_zip(path, config, keras3_weights.model_state(ready, optimizer))
+        return
+    layers = ready.layers if isinstance(ready, Model) else [ready]
+    if isinstance(ready, Model):
+        layers = keras3_weights.keras3_layers(ready)
+    k3_h5 = keras3_config.keras_major(getattr(model, "_source_keras_version", None)) >= 3
+    write_keras_h5(path, layer_weights=keras3_weights.legacy_weight_groups(layers),
+                   model_config=keras3_config.model_to_keras3_config(ready, legacy=True),
+                   training_config=getattr(model, "_training_config", None) if include_optimizer and k3_h5 else None,
+                   optimizer_weights=model.optimizer_weights if include_optimizer and k3_h5 else None,
+                   keras_version=KERAS3_VERSION, backend="tensorflow")
+
+
+def _load_keras3_weights(model: Model, path: str, kind: str) -> None:
+    from .formats.keras3_weights import read_keras3_weights
+    from .formats.keras_zip import read_keras_zip
+
+    try:
+        tree = read_keras_zip(path).weights if kind == "keras_zip" else read_keras3_weights(path)
+        if tree is None:
+            raise FormatError("the archive holds no weights", file=path)
+        keras3_weights.load_model_state(model, tree, path)
+    except KConvertError as e:
+        raise e.with_context(file=path) from None
+    if "optimizer" in tree.children:
+        model._keras3_optimizer_state = tree.children["optimizer"]
+
+
+def _load_keras_archive(path: str, custom_objects: dict | None, safe_mode: bool) -> Layer:
+    from .formats.keras_zip import read_keras_zip
+
+    archive = read_keras_zip(path)
+    model = keras_config.model_from_config(archive.config, custom_objects, keras_version=archive.keras_version or "3",
+                                           safe_mode=safe_mode)
+    if archive.weights is not None:
+        keras3_weights.load_model_state(model, archive.weights, path)
+        if "optimizer" in archive.weights.children:
+            model._keras3_optimizer_state = archive.weights.children["optimizer"]
+    model._source_keras_version = archive.keras_version
+    return model
 
 
 def clone_config(model: Model) -> dict:

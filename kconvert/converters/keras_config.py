@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from ..custom_objects import current_custom_objects, custom_object_scope
 from ..errors import ConfigError, KConvertError, UnknownLayerError
+from ..ir import Value
 from ..layers import LAYERS, InputLayer, Layer, get_layer_class, keras_dialect
 from ..layers.base import current_keras_major, is_shape_list, safe_mode_scope
 from .dialects import normalize_entry
@@ -39,8 +41,14 @@ def model_from_config(config: dict, custom_objects: dict | None = None, keras_ve
     if not isinstance(config, dict) or "class_name" not in config:
         raise ConfigError("a model config must be a dict with 'class_name' and 'config'")
     version = keras_version or config.get("keras_version")
-    with keras_dialect(keras_major(version) if version else 2), safe_mode_scope(safe_mode):
-        return deserialize_entry(config, custom_objects or {})
+    from . import keras3_config  # Keras 3 configs (top-level `module`, or a 3.x file) have their own reader
+
+    if keras3_config.is_keras3_config(config, version):
+        return keras3_config.model_from_keras3_config(config, custom_objects, safe_mode=safe_mode)
+    # the argument is the innermost custom-object scope, so activations and initializers see it too
+    with keras_dialect(keras_major(version) if version else 2), safe_mode_scope(safe_mode), \
+            custom_object_scope(custom_objects):
+        return deserialize_entry(config, current_custom_objects())
 
 
 def deserialize_entry(entry: dict, custom_objects: dict) -> Layer:
@@ -56,7 +64,9 @@ def deserialize_entry(entry: dict, custom_objects: dict) -> Layer:
         return _functional_from_config(config, custom_objects)
     if not isinstance(class_name, str):
         raise ConfigError(f"layer entry without a class_name: {str(entry)[:80]}", layer=name)
-    cls = get_layer_class(class_name, custom_objects, name)
+    registered = entry.get("registered_name")  # Keras 3: custom objects may be known as 'Package>Name'
+    cls = get_layer_class(registered if isinstance(registered, str) and registered in custom_objects
+                          else class_name, custom_objects, name)
     if not isinstance(config, dict):
         raise ConfigError(f"the config of a {class_name} layer must be a dict", layer=name)
     try:
@@ -100,18 +110,79 @@ def _tensor_ref(ref: Any, where: str, layer: str | None) -> tuple[str, int, int,
     return str(ref[0]), int(ref[1]), int(ref[2]), kwargs
 
 
-def _node_refs(node_data: Any, layer: str) -> tuple[list, dict]:
-    """Normalize one inbound node to ([(layer, node, tensor)], call kwargs)."""
+_CONSTANT_VALUE = "_CONSTANT_VALUE"
+
+
+class _Ref(tuple):
+    """(layer, node index, tensor index) of a tensor named in an inbound node's call arguments."""
+
+
+def _k2_arg(x: Any, layer: str) -> Any:
+    """A tf.keras call-kwargs value with its tensor references (`[layer, node, tensor]` lists) as `_Ref`."""
+    if isinstance(x, list) and len(x) in (3, 4) and isinstance(x[0], str):  # tf.keras's node-data test
+        return _Ref(_tensor_ref(x, "inbound_nodes", layer)[:3])
+    if isinstance(x, dict):
+        return {k: _k2_arg(v, layer) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_k2_arg(v, layer) for v in x]
+    return x
+
+
+def _k3_arg(x: Any, layer: str) -> Any:
+    """A Keras 3 call argument with its `__keras_tensor__` objects as `_Ref`."""
+    if isinstance(x, dict):
+        if x.get("class_name") == "__keras_tensor__":
+            return _Ref(_tensor_ref(x, "inbound_nodes", layer)[:3])
+        return {k: _k3_arg(v, layer) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_k3_arg(v, layer) for v in x]
+    return x
+
+
+def _k2_item(item: Any, layer: str) -> tuple[Any, dict]:
+    """One element of a tf.keras node's first argument: a tensor reference or `_CONSTANT_VALUE`, and kwargs."""
+    if not isinstance(item, (list, tuple)) or len(item) < 3:
+        raise ConfigError(f"malformed tensor reference {item!r} in inbound_nodes", layer=layer)
+    kwargs = _k2_arg(dict(item[3]), layer) if len(item) > 3 and isinstance(item[3], dict) else {}
+    if item[0] == _CONSTANT_VALUE:
+        return item[2], kwargs
+    return _Ref(_tensor_ref(item, "inbound_nodes", layer)[:3]), kwargs
+
+
+def _node_refs(node_data: Any, layer: str) -> tuple[Any, list, dict]:
+    """One inbound node as (first argument, further positional arguments, call kwargs), tensors as `_Ref`."""
     if isinstance(node_data, dict):  # Keras 3 {"args": [...], "kwargs": {...}}
-        args = node_data.get("args", [])
-        flat = args[0] if len(args) == 1 and isinstance(args[0], list) else args
-        refs = [_tensor_ref(r, "inbound_nodes", layer) for r in flat]
-        return [r[:3] for r in refs], dict(node_data.get("kwargs") or {})
+        args = [_k3_arg(a, layer) for a in node_data.get("args", [])]
+        if not args:
+            raise ConfigError(f"inbound node without arguments {node_data!r}", layer=layer)
+        return args[0], args[1:], _k3_arg(dict(node_data.get("kwargs") or {}), layer)
     if not isinstance(node_data, list):
         raise ConfigError(f"malformed inbound node {node_data!r}", layer=layer)
-    refs = [_tensor_ref(r, "inbound_nodes", layer) for r in node_data]
-    kwargs = refs[0][3] if refs else {}
-    return [r[:3] for r in refs], kwargs
+    if node_data and isinstance(node_data[0], str):  # a single tensor written without a list (TFOpLambda)
+        first, kwargs = _k2_item(node_data, layer)
+        return first, [], kwargs
+    items = [_k2_item(r, layer) for r in node_data]
+    return [t for t, _ in items], [], items[-1][1] if items else {}
+
+
+def _refs_in(x: Any) -> list:
+    if isinstance(x, _Ref):
+        return [x]
+    if isinstance(x, dict):
+        return [r for v in x.values() for r in _refs_in(v)]
+    if isinstance(x, list):
+        return [r for v in x for r in _refs_in(v)]
+    return []
+
+
+def _resolve(x: Any, tensor) -> Any:
+    if isinstance(x, _Ref):
+        return tensor(x)
+    if isinstance(x, dict):
+        return {k: _resolve(v, tensor) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_resolve(v, tensor) for v in x]
+    return x
 
 
 def _functional_from_config(config: Any, custom_objects: dict) -> Layer:
@@ -151,11 +222,15 @@ def _functional_from_config(config: Any, custom_objects: dict) -> Layer:
         progressed = False
         for name in order:
             queue = pending[name]
-            while queue and all(available(r) for r in queue[0][0]):
-                refs, kwargs = queue.pop(0)
-                inputs = [tensor(r) for r in refs]
+            while queue and all(available(r) for r in _refs_in(list(queue[0]))):
+                first, rest, kwargs = _resolve(list(queue.pop(0)), tensor)
+                if rest and not getattr(created[name], "positional_names", ()):
+                    first, rest = [first, *rest], []  # a layer taking one argument gets the tensors as a list
+                if isinstance(first, list) and len(first) == 1 and not getattr(
+                        created[name], "preserve_input_structure", False):
+                    first = first[0]  # tf.keras unnests a single tensor unless the layer keeps the structure
                 try:
-                    created[name](inputs if len(inputs) > 1 else inputs[0], **kwargs)
+                    created[name](first, *rest, **kwargs)
                 except KConvertError as e:
                     raise e.with_context(layer=name) from None
                 progressed = True
@@ -275,12 +350,37 @@ def functional_config(model, legacy: bool = False) -> dict:
         for node in layer._inbound_nodes:
             if id(node) not in model_nodes or node.is_input:
                 continue
-            kwargs = copy.deepcopy(node.kwargs)
-            nodes.append([ref(v, kwargs) for v in node.inputs])
+            nodes.append(_node_data(node, ref))
         entry["inbound_nodes"] = nodes
         layers.append(entry)
     return {"name": model.name, "trainable": model.trainable, "layers": layers,
             "input_layers": [ref(v) for v in model.inputs], "output_layers": [ref(v) for v in model.outputs]}
+
+
+def _node_data(node, ref) -> list:
+    """One inbound node as tf.keras writes it: each tensor of the first argument with the call kwargs, where
+    a tensor is `[layer, node, tensor]` and a constant first-argument element is `_CONSTANT_VALUE`."""
+
+    def plain(x):
+        if isinstance(x, Value):
+            return ref(x)
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return copy.deepcopy(x)
+
+    kwargs = plain(node.kwargs)
+    first = getattr(node, "first_arg", None)
+    if first is None:
+        return [ref(v, kwargs) for v in node.inputs]
+
+    def item(x):
+        return ref(x, kwargs) if isinstance(x, Value) else [_CONSTANT_VALUE, -1, plain(x), kwargs]
+
+    if isinstance(first, (list, tuple)):
+        return [item(x) for x in first]
+    return item(first) if getattr(node.layer, "preserve_input_structure", False) else [item(first)]
 
 
 def sequential_config(model, legacy: bool = False) -> dict:

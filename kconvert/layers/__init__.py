@@ -3,15 +3,23 @@
 from . import (
     activation_layers,
     applications,
+    attention,
+    conv_recurrent,
     convolutional,
     core,
     embedding,
+    legacy_merge,
+    locally_connected,
     masking,
     merging,
     normalization,
     pooling,
+    preprocessing,
+    recurrent,
     regularization,
     reshaping,
+    tf_op_layers,
+    wrappers,
 )
 from .base import LAYERS, Layer, Weight, get_layer_class, keras_dialect, register_layer
 from .core import Activation, Dense, Input, InputLayer

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .. import ops
+from ..custom_objects import get_custom_object
 from .base import current_keras_major
 
 
@@ -168,17 +169,21 @@ def _name(identifier) -> str:
 
 
 def get(identifier, keras_major: int | None = None) -> Callable:
-    """The activation function for a name (or a callable, returned as is)."""
+    """The activation function for a name (a custom object of that name first), or a callable as is."""
     if identifier is None:
         return ACTIVATIONS["linear"]
     if callable(identifier):
         return identifier
     name = _name(identifier)
+    custom = get_custom_object(name)  # custom objects come first, as in Keras
+    if callable(custom) and not isinstance(custom, type):
+        return custom
     if name == "hard_sigmoid":
         major = keras_major if keras_major is not None else current_keras_major()
         return _hard_sigmoid_keras3 if major >= 3 else _hard_sigmoid_keras2
     if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation function '{name}'")
+        raise ValueError(f"unknown activation function '{name}'; if it is a custom function, pass it as "
+                         f"custom_objects={{'{name}': fn}}")
     return ACTIVATIONS[name]
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from ..custom_objects import get_custom_object
+
 _RNG = np.random.default_rng()
 
 
@@ -198,6 +200,22 @@ class _FromCallable(Initializer):
         return getattr(self.fn, "__name__", "custom")
 
 
+def _from_name(name: Any, config: dict, custom: Any = None) -> Initializer:
+    """A built-in initializer class, or a custom object (class or function) known by that name."""
+    custom = custom if custom is not None else get_custom_object(name if isinstance(name, str) else None)
+    if isinstance(custom, type):
+        custom = custom(**config)
+    if isinstance(custom, Initializer):
+        return custom
+    if callable(custom):
+        return _FromCallable(custom)
+    cls = INITIALIZERS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown initializer '{name}'; if it is a custom initializer, pass it as "
+                         f"custom_objects={{'{name}': ...}}")
+    return cls(**config)
+
+
 def get(identifier: Any) -> Initializer:
     """An Initializer from a name, a `{class_name, config}` dict (any Keras dialect), an instance or a callable."""
     if isinstance(identifier, Initializer):
@@ -205,16 +223,11 @@ def get(identifier: Any) -> Initializer:
     if identifier is None:
         return Zeros()
     if isinstance(identifier, str):
-        cls = INITIALIZERS.get(identifier)
-        if cls is None:
-            raise ValueError(f"unknown initializer '{identifier}'")
-        return cls()
+        return _from_name(identifier, {})
     if isinstance(identifier, dict):
         name = identifier.get("class_name")
-        cls = INITIALIZERS.get(name)
-        if cls is None:
-            raise ValueError(f"unknown initializer '{name}'")
-        return cls(**(identifier.get("config") or {}))
+        custom = get_custom_object(identifier.get("registered_name"))
+        return _from_name(name, identifier.get("config") or {}, custom)
     if callable(identifier):
         return _FromCallable(identifier)
     raise ValueError(f"cannot interpret {identifier!r} as an initializer")

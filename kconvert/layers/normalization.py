@@ -1,4 +1,4 @@
-"""BatchNormalization and LayerNormalization."""
+"""BatchNormalization, LayerNormalization, GroupNormalization and UnitNormalization."""
 
 from __future__ import annotations
 
@@ -249,3 +249,114 @@ class LayerNormalization(Layer):
         if self.rms_scaling:
             config["rms_scaling"] = True
         return {**super().get_config(), **config}
+
+
+@register_layer()
+class GroupNormalization(Layer):
+    """Normalizes each sample over groups of channels along `axis` (groups=-1: one group per channel).
+
+    A Keras mask weights the group statistics as tf.keras's `tf.nn.weighted_moments` does.
+    """
+
+    supports_masking = True
+
+    def __init__(self, groups: int = 32, axis: int = -1, epsilon: float = 1e-3, center: bool = True,
+                 scale: bool = True, beta_initializer: Any = "zeros", gamma_initializer: Any = "ones",
+                 beta_regularizer=None, gamma_regularizer=None, beta_constraint=None, gamma_constraint=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.groups = int(groups)
+        if isinstance(axis, (list, tuple)) or isinstance(axis, bool):
+            raise ConfigError(f"GroupNormalization takes a single integer axis, got {axis!r}", layer=self.name)
+        self.axis = int(axis)
+        self.epsilon = epsilon
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.beta_initializer = beta_initializer
+        self.gamma_initializer = gamma_initializer
+        self.beta_regularizer = beta_regularizer
+        self.gamma_regularizer = gamma_regularizer
+        self.beta_constraint = beta_constraint
+        self.gamma_constraint = gamma_constraint
+        self.gamma = self.beta = None
+
+    def build(self, input_shape):
+        _validate_axis(self.axis, input_shape)
+        dim = input_shape[self.axis]
+        if dim is None:
+            raise ValueError(f"axis {self.axis} of the input must have a known size, got shape {input_shape}")
+        if self.groups == -1:
+            self.groups = dim
+        if dim < self.groups:
+            raise ValueError(f"the number of groups ({self.groups}) cannot be more than the channels ({dim})")
+        if dim % self.groups != 0:
+            raise ValueError(f"the number of groups ({self.groups}) must divide the channels ({dim})")
+        if self.scale:
+            self.gamma = self.add_weight("gamma", (dim,), self.gamma_initializer)
+        if self.center:
+            self.beta = self.add_weight("beta", (dim,), self.beta_initializer)
+
+    def _grouped(self, shape) -> list:
+        """tf.keras's reshape into groups: the group axis is inserted before `axis`."""
+        g = list(shape)
+        g[self.axis] = shape[self.axis] // self.groups
+        g.insert(self.axis, self.groups)
+        return g
+
+    def call(self, inputs, mask=None):
+        x = np.asarray(inputs)
+        xg = x.reshape(self._grouped(x.shape))
+        axes = list(range(1, xg.ndim))
+        axes.pop(self.axis - 1)
+        axes = tuple(axes)
+        if mask is None:
+            mean, variance = ops.moments(xg, axes, keepdims=True)
+        else:  # tf.nn.weighted_moments with the broadcast mask as frequency weights
+            w = np.broadcast_to(np.asarray(mask, x.dtype), x.shape).reshape(xg.shape)
+            total = np.sum(w, axis=axes, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = np.where(total > 0, np.sum(w * xg, axis=axes, keepdims=True) / total, 0).astype(x.dtype)
+                variance = np.where(total > 0, np.sum(w * np.square(xg - mean), axis=axes, keepdims=True) / total,
+                                    0).astype(x.dtype)
+        shape = self._grouped([x.shape[i] if i == self.axis % x.ndim else 1 for i in range(x.ndim)])
+        gamma = self.gamma.value.reshape(shape) if self.gamma is not None else None
+        beta = self.beta.value.reshape(shape) if self.beta is not None else None
+        return _normalize(xg, mean, variance, gamma, beta, self.epsilon).reshape(x.shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "groups": self.groups, "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale, **weight_args_config(self, ("beta", "gamma"))}
+
+
+@register_layer()
+class UnitNormalization(Layer):
+    """Scales each sample to unit L2 norm over `axis`: x / sqrt(max(sum(x ** 2), 1e-12))."""
+
+    supports_masking = True
+
+    def __init__(self, axis=-1, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(axis, (list, tuple)):
+            self.axis = list(axis)
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise ConfigError(f"invalid axis {axis!r}: expected an int or a list/tuple of ints", layer=self.name)
+
+    def build(self, input_shape):
+        _validate_axis(self.axis, input_shape)
+
+    def call(self, inputs):
+        x = np.asarray(inputs)
+        axes = tuple(self.axis) if isinstance(self.axis, list) else self.axis
+        sq = np.sum(np.square(x), axis=axes, keepdims=True)
+        return (x * ops.rsqrt(np.maximum(sq, np.asarray(1e-12, x.dtype)))).astype(x.dtype, copy=False)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}

@@ -1,0 +1,76 @@
+"""The recurrent loop (Keras's `backend.rnn`) on numpy, and the LSTM / GRU / SimpleRNN cell steps.
+
+The layers project the inputs of every timestep at once (one matmul or one convolution over `(N*T, ...)`);
+`rnn_scan` then walks the timesteps, calling a step function that adds the recurrent part. Masks follow
+Keras exactly: at a masked step every state keeps its previous value and the output repeats the previous
+output (zeros before the first step, or always zeros with `zero_output_for_mask`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+Step = Callable[[np.ndarray, list], tuple]  # (projected input at t, states) -> (output, new states)
+
+
+def _where(keep: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    return np.where(keep.reshape(keep.shape + (1,) * (new.ndim - keep.ndim)), new, old)
+
+
+def rnn_scan(step: Step, inputs: np.ndarray, initial_states: Sequence[np.ndarray], mask: np.ndarray | None = None,
+             go_backwards: bool = False, zero_output_for_mask: bool = False,
+             return_sequences: bool = True) -> tuple[np.ndarray, np.ndarray | None, list[np.ndarray]]:
+    """Run `step` over axis 1 of `inputs` (N, T, ...); returns (last output, outputs (N, T, ...) or None, states).
+
+    With `go_backwards` the steps run from the last timestep to the first and the outputs are stacked in that
+    (reversed) order, as Keras returns them. `mask` is a boolean (N, T) array.
+    """
+    steps = inputs.shape[1]
+    if steps == 0:
+        raise ValueError("a recurrent layer needs at least one timestep")
+    order = range(steps - 1, -1, -1) if go_backwards else range(steps)
+    states = list(initial_states)
+    mask = None if mask is None else np.asarray(mask, dtype=bool)
+    outputs: list[np.ndarray] = []
+    out = None
+    for t in order:
+        new_out, new_states = step(inputs[:, t], states)
+        if mask is not None:
+            keep = mask[:, t]
+            fill = np.zeros_like(new_out) if zero_output_for_mask or out is None else out
+            new_out = _where(keep, new_out, fill)
+            new_states = [_where(keep, s, s0) for s, s0 in zip(new_states, states)]
+        out, states = new_out, list(new_states)
+        if return_sequences:
+            outputs.append(out)
+    return out, (np.stack(outputs, axis=1) if return_sequences else None), states
+
+
+def lstm_step(z: np.ndarray, c: np.ndarray, act: Callable, recurrent_act: Callable,
+              axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
+    """One LSTM update from the summed pre-activations `z` (4 blocks on `axis`), Keras's gate order i, f, c, o."""
+    zi, zf, zc, zo = np.split(z, 4, axis=axis)
+    c = recurrent_act(zf) * c + recurrent_act(zi) * act(zc)
+    h = recurrent_act(zo) * act(c)
+    return h, c
+
+
+def gru_step(x_proj: np.ndarray, h: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray | None,
+             reset_after: bool, act: Callable, recurrent_act: Callable) -> np.ndarray:
+    """One GRU update (gate order z, r, h); `x_proj` = x @ kernel + input bias."""
+    u = h.shape[-1]
+    xz, xr, xh = np.split(x_proj, 3, axis=-1)
+    if reset_after:  # one matmul: the candidate's recurrent part is reset after the product
+        inner = h @ recurrent_kernel
+        if recurrent_bias is not None:
+            inner = inner + recurrent_bias
+        rz, rr, rh = np.split(inner, 3, axis=-1)
+        z, r = recurrent_act(xz + rz), recurrent_act(xr + rr)
+        hh = act(xh + r * rh)
+    else:  # Keras 2's default: the reset gate scales h before its product with the candidate kernel
+        inner = h @ recurrent_kernel[:, :2 * u]
+        z, r = recurrent_act(xz + inner[..., :u]), recurrent_act(xr + inner[..., u:])
+        hh = act(xh + (r * h) @ recurrent_kernel[:, 2 * u:])
+    return z * h + (1 - z) * hh
