@@ -164,6 +164,12 @@ class Model(Layer):
         outs = numpy_engine.predict(self._graph, feeds, batch_size or 32)
         return outs if len(outs) > 1 else outs[0]
 
+    def reset_states(self) -> None:
+        """Reset the state of every stateful layer (recurrent layers with stateful=True), nested ones too."""
+        for layer in self.layers:
+            if hasattr(layer, "reset_states"):
+                layer.reset_states()
+
     def predict_on_batch(self, x):
         self._ensure_built(x)
         outs, _ = numpy_engine.run_graph(self._graph, self._standardize_inputs(x))

@@ -236,10 +236,14 @@ def test_lambda_built_in_kconvert_loads_in_tf_keras(tfk, tmp_path):
     assert theirs.get_layer("affine").get_config()["function_type"] == "lambda"
 
 
-def test_missing_backend_function_is_named():
+def test_functions_that_fail_on_numpy_are_explained():
     layer = kconvert.layers.Lambda(lambda t: KB.no_such_function(t), name="odd")
     with pytest.raises(ConfigError, match=r"K\.no_such_function.*custom_objects=\{'odd': fn\}"):
         layer(kconvert.Input((3,)))
+    layer = kconvert.layers.Lambda(lambda t: t * t.shape.as_list()[-1], name="tfish", output_shape=(3,))
+    model = kconvert.Model(inp := kconvert.Input((3,)), layer(inp))
+    with pytest.raises(ConfigError, match=r"layer 'tfish'.*AttributeError.*as_list.*custom_objects=\{'tfish'"):
+        model.predict(np.ones((2, 3), np.float32))
 
 
 # ---------------------------------------------------------------------------------------------- Keras 3

@@ -194,7 +194,6 @@ def test_rnn_scan_masks_like_keras():
 def test_cudnn_layers_compute_as_native_equivalents(tfk, rng):
     """CuDNNLSTM = LSTM(sigmoid, tanh) with the two biases summed; CuDNNGRU = GRU(reset_after) with bias (2, 3u)."""
     import tensorflow as tf
-
     from tf_keras.src.layers import CuDNNGRU, CuDNNLSTM
 
     x = seq(rng, N, T, F)
@@ -333,6 +332,21 @@ def test_model_with_embedding_mask_bidirectional_and_time_distributed(tfk, rng, 
     ids[0, 5:] = 0
     ids[1, 2] = 0
     ids[2, :3] = 0
+    _round_trip(model, ids, tmp_path)
+
+
+def test_time_distributed_passes_and_reduces_masks(tfk, rng, tmp_path):
+    """Embedding masks (N, T, L) ids: TD(LSTM) runs each timestep's sequence masked; its output mask is (N, T)."""
+    inp = tfk.Input((4, 6), dtype="int32")
+    e = tfk.layers.Embedding(9, 5, mask_zero=True)(inp)
+    y = tfk.layers.TimeDistributed(tfk.layers.LSTM(3))(e)
+    y = tfk.layers.GRU(2, return_sequences=True)(y)
+    model = tfk.Model(inp, y)
+    model.set_weights(scaled_weights(model, rng))
+    ids = rng.integers(1, 9, (N, 4, 6)).astype(np.int32)
+    ids[0, 1, 3:] = 0
+    ids[1, 2, :] = 0  # a whole timestep masked: the GRU skips it
+    ids[2, 0, 1] = 0
     _round_trip(model, ids, tmp_path)
 
 

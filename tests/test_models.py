@@ -300,3 +300,17 @@ def test_load_weights_from_a_tf_checkpoint_is_a_clear_error(tfk, tmp_path):
     model = kconvert.Model(inp, L.Dense(2)(inp))
     with pytest.raises(errors.UnsupportedFormatError, match="checkpoint"):
         model.load_weights(tmp_path / "ckpt")
+
+
+def test_model_reset_states_of_a_stateful_rnn(tfk, tmp_path, rng):
+    inp = tfk.Input(batch_shape=(2, 5, 3))
+    out = tfk.layers.LSTM(4, stateful=True, name="lstm")(inp)
+    tf_model = tfk.Model(inp, out)
+    tf_model.save(tmp_path / "s.h5")
+    ours = kconvert.load_model(tmp_path / "s.h5")
+    x1, x2 = rng.normal(size=(2, 5, 3)).astype("float32"), rng.normal(size=(2, 5, 3)).astype("float32")
+    first = ours.predict(x1, batch_size=2)
+    assert_close(first, tf_model.predict(x1, batch_size=2, verbose=0))
+    assert_close(ours.predict(x2, batch_size=2), tf_model.predict(x2, batch_size=2, verbose=0))  # carries state
+    ours.reset_states()
+    assert_close(ours.predict(x1, batch_size=2), first)

@@ -378,6 +378,8 @@ def _recurrent(cls, c):
     _input_shape(c, ("input_length", "input_dim"))
     if cls == "GRU":
         c.setdefault("reset_after", False)  # Keras 1 computes the GRU candidate as reset_after=False
+    if cls == "SimpleRNN":
+        c.pop("implementation", None)  # Keras 2 ignores it for SimpleRNN
     return cls, c
 
 
@@ -596,13 +598,15 @@ def normalize_keras2(entry: dict) -> dict:
     if looks_keras1(entry):
         return normalize_keras1(entry)
     if cls in ("GRU", "LSTM", "SimpleRNN") and isinstance(config, dict):
-        if (cls == "GRU" and "reset_after" not in config) or config.get("implementation") == 0:
-            config = dict(config)
-            if cls == "GRU":
-                config.setdefault("reset_after", False)  # Keras < 2.1.3 had only the reset_after=False GRU
-            if config.get("implementation") == 0:
-                config["implementation"] = 1  # tf.keras runs the deprecated 0 as 1
-            return {**entry, "config": config}
+        fixed = dict(config)
+        if cls == "GRU":
+            fixed.setdefault("reset_after", False)  # Keras < 2.1.3 had only the reset_after=False GRU
+        if cls == "SimpleRNN":
+            fixed.pop("implementation", None)  # Keras 2.0 wrote it; Keras ignores it
+        elif fixed.get("implementation") == 0:
+            fixed["implementation"] = 1  # tf.keras runs the deprecated 0 as 1
+        if fixed != config:
+            return {**entry, "config": fixed}
     if cls in ("Bidirectional", "TimeDistributed") and isinstance(config, dict) and isinstance(config.get("layer"), dict):
         inner = normalize_keras2(config["layer"])
         if inner is not config["layer"]:

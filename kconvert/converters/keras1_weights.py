@@ -13,6 +13,7 @@ saved for a Sequential that starts with a Merge) are answered by `source_backend
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -132,6 +133,11 @@ def _conv_kernels(layer, arrays: list, backend) -> list:
     n = 2 if _cls(layer) == "ConvLSTM2D" else 1
     if _need_flip(backend):
         arrays[:n] = [convert_kernel(a) for a in arrays[:n]]
+        kernel, strides = getattr(layer, "kernel_size", ()), getattr(layer, "strides", ())
+        if getattr(layer, "padding", None) == "same" and (any(k % 2 == 0 for k in kernel) or max(strides, default=1) > 1):
+            warnings.warn(f"layer '{layer.name}': Theano padded 'same' convolutions with even kernels or strides > 1 "
+                          "one pixel differently from TensorFlow; kconvert computes TensorFlow's 'same', as Keras 2 "
+                          "did when it loaded Theano weights", stacklevel=2)
     target = [w.shape for w in legacy_weights(layer)[:n]]
     for i, shape in enumerate(target):
         a = np.asarray(arrays[i])
@@ -264,6 +270,12 @@ def _fed_by_inputs(model) -> bool:
     return bool(nodes) and all(v.node.is_input for n in nodes for v in n.inputs)
 
 
+def _merge_era(version: str | None) -> bool:
+    """Keras 1 to 2.1.6 had the Merge layer (and saved Merge Sequentials flattened)."""
+    parts = str(version or "").split(".")
+    return parts[0] == "1" or (parts[0] == "2" and len(parts) > 1 and parts[1] in ("0", "1"))
+
+
 def topological_layers(layers: Sequence, h5) -> list:
     """The layers to pair by position with the saved layers of `h5`.
 
@@ -272,7 +284,7 @@ def topological_layers(layers: Sequence, h5) -> list:
     """
     layers = list(layers)
     saved = sum(1 for n in h5.layer_names if h5.layer_weights.get(n))
-    if _weighted(layers) == saved:
+    if _weighted(layers) == saved or not _merge_era(h5.original_keras_version):
         return layers
     flat = _k1_flattened(layers)
     return flat if _weighted(flat) == saved else layers

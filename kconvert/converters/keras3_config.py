@@ -28,7 +28,7 @@ from typing import Any
 from ..custom_objects import current_custom_objects, custom_object_scope
 from ..errors import ConfigError, KConvertError, UnknownLayerError
 from ..ir import Node, Value
-from ..layers import LAYERS, InputLayer, Layer, get_layer_class, keras_dialect
+from ..layers import LAYERS, Layer, get_layer_class, keras_dialect
 from ..layers.base import _BASE_KWARGS, is_shape_list, safe_mode_scope
 from .keras3_weights import keras3_class_name, keras3_layers
 
@@ -45,6 +45,10 @@ _ANY = object()
 CALL_TAKES_MASK = {"BatchNormalization", "GlobalAveragePooling1D", "Softmax", "LSTM", "GRU", "SimpleRNN", "RNN",
                    "Bidirectional", "TimeDistributed", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Attention",
                    "AdditiveAttention", "Lambda", "Sequential", "Functional"}
+# Keras 3 layers whose `call` defaults `training` to False: Keras 3 records `training: false` in their nodes.
+CALL_TRAINING_FALSE = {"AlphaDropout", "Dropout", "GaussianDropout", "GaussianNoise", "SpatialDropout1D",
+                       "SpatialDropout2D", "SpatialDropout3D", "LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D",
+                       "ConvLSTM2D", "ConvLSTM3D", "Attention", "AdditiveAttention"}
 # Keras 3 layers that are built when constructed: they write no build_config.
 BUILT_AT_INIT = {"Activation", "AlphaDropout", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
                  "Dropout", "ELU", "GaussianDropout", "GaussianNoise", "GlobalAveragePooling1D",
@@ -67,7 +71,12 @@ K3_ONLY: dict[str, dict[str, tuple[Any, bool]]] = {
     "SpatialDropout2D": {"data_format": ("channels_last", True)},
     "SpatialDropout3D": {"data_format": ("channels_last", True)},
     "Conv3DTranspose": {"dilation_rate": ([1, 1, 1], False)},
+    "LSTM": {"zero_output_for_mask": (False, False), "seed": (None, True)},
+    "GRU": {"zero_output_for_mask": (False, False), "seed": (None, True)},
+    "SimpleRNN": {"zero_output_for_mask": (False, False)},
 }
+# K3_ONLY keys whose value, when kconvert's config omits it, is the layer's attribute of that name.
+_K3_FROM_ATTRIBUTE = {"data_format", "zero_output_for_mask"}
 # Keys Keras 3 writes only when set (LoRA): read like K3_ONLY, never written.
 K3_WHEN_SET: dict[str, dict[str, tuple[Any, bool]]] = {
     c: {"lora_rank": (None, False), "lora_alpha": (None, False)} for c in ("Dense", "EinsumDense", "Embedding")}
@@ -101,6 +110,10 @@ _INITIALIZER_KEYS = {
        for c in ("GlorotUniform", "GlorotNormal", "HeUniform", "HeNormal", "LecunUniform", "LecunNormal")},
     "VarianceScaling": {"seed": None, "input_axes": None, "output_axes": None},
 }
+# Config keys holding a wrapped layer's entry (Bidirectional, TimeDistributed).
+_WRAPPED_KEYS = ("layer", "backward_layer")
+# Keras 3's Bidirectional writes its forward copy as `layer` and its backward copy as `backward_layer`.
+_BIDIRECTIONAL_KEYS = (("layer", "forward_layer"), ("backward_layer", "backward_layer"))
 # Layers that apply their `activation` to their result last (a Keras 2 hard_sigmoid there can be split off).
 _POST_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
                     "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D"}
@@ -182,6 +195,11 @@ def _deserialize(entry: dict, custom_objects: dict) -> Layer:
     key = registered if isinstance(registered, str) and registered in custom_objects else class_name
     cls = get_layer_class(key, custom_objects, name)
     layer_config = _normalize_config(class_name, cls, dict(config), name)
+    inner = []
+    for wrapped in _WRAPPED_KEYS:  # a wrapper's layers are Keras 3 entries too: read them with these rules
+        if isinstance(layer_config.get(wrapped), dict) and "class_name" in layer_config[wrapped]:
+            inner.append((wrapped, layer_config[wrapped]))
+            layer_config[wrapped] = _deserialize(layer_config[wrapped], custom_objects)
     try:
         if hasattr(cls, "from_config_with_objects"):
             layer = cls.from_config_with_objects(layer_config, custom_objects)
@@ -193,6 +211,8 @@ def _deserialize(entry: dict, custom_objects: dict) -> Layer:
         raise ConfigError(f"invalid {class_name} config: {e}", layer=name) from e
     if entry.get("module") is not None:
         layer._keras3_module = (entry.get("module"), registered)
+    if inner:
+        layer._keras3_inner = [(layer_config[k], e) for k, e in inner]
     return layer
 
 
@@ -420,8 +440,10 @@ def _sequential(config: Any, custom_objects: dict) -> Layer:
 def _remember_overrides(layer: Layer, entry: dict) -> None:
     """Record where the rule-based Keras 3 config of a layer read from Keras 3 differs from the file's, so that
     writing it unchanged gives the file's config back (`_keras3_overrides`: key -> (ours then, theirs))."""
-    if getattr(layer, "_is_graph_network", False) or isinstance(layer, InputLayer) and not entry.get("config"):
+    if getattr(layer, "_is_graph_network", False):
         return
+    for inner, inner_entry in getattr(layer, "_keras3_inner", []):
+        _remember_overrides(inner, inner_entry)
     theirs = entry.get("config")
     if not isinstance(theirs, dict):
         return
@@ -495,12 +517,15 @@ def _layer_config_by_rules(layer: Layer) -> dict:
         config.pop(key)
     for key, (default, _) in K3_ONLY.get(cls, {}).items():
         if key not in config:
-            config[key] = getattr(layer, key, default) if key == "data_format" else default
-            if key == "data_format" and config[key] is None:
-                config[key] = default
+            value = getattr(layer, key, None) if key in _K3_FROM_ATTRIBUTE else None
+            config[key] = default if value is None else value
     for key in ("activation", "recurrent_activation"):
         if key in config:
             config[key] = _activation(config[key])
+    for key, attr in (_BIDIRECTIONAL_KEYS if cls == "Bidirectional" else zip(_WRAPPED_KEYS, _WRAPPED_KEYS)):
+        wrapped = getattr(layer, attr, None)
+        if isinstance(wrapped, Layer) and (key in config or cls == "Bidirectional"):
+            config[key] = _entry(wrapped, legacy=False)
     for key, value in list(config.items()):
         if key.endswith("_initializer"):
             config[key] = _initializer(value)
@@ -573,7 +598,10 @@ def _node_kwargs(layer: Layer, node: Node) -> dict:
     if any(isinstance(v, Value) for v in kwargs.values()):
         raise ConfigError("a call argument other than the inputs is a tensor; Keras 3's form of it is not "
                           "written yet", layer=layer.name)
-    if keras3_class_name(layer) in CALL_TAKES_MASK and "mask" not in kwargs:
+    cls = keras3_class_name(layer)
+    if cls in CALL_TRAINING_FALSE and "training" not in kwargs:
+        kwargs = {"training": False, **kwargs}
+    if cls in CALL_TAKES_MASK and "mask" not in kwargs:
         kwargs["mask"] = None
     return kwargs
 
@@ -595,6 +623,8 @@ def _functional_config(model, legacy: bool) -> dict:
                            "keras_history": [v.node.layer.name, call_index(v.node.layer, v.node), v.tensor_index]}}
 
     stash = getattr(model, "_keras3_graph", None) or {"ops": [], "kwargs": {}, "order": []}
+    if legacy:  # Keras 3's legacy loader cannot rebuild mask operations; it recomputes the masks without them
+        stash = {"ops": [], "kwargs": {}, "order": stash["order"]}
     layers = []
     for layer in keras3_layers(model):
         entry = _entry(layer, legacy)

@@ -162,11 +162,19 @@ def load_model_state(model: Layer, root: StateGroup, file: str | None = None) ->
         w.assign(value)
 
 
+# Variables Keras 3 names differently from tf.keras: {class: {tf.keras name: Keras 3 name}}.
+_VARIABLE_NAMES = {"DepthwiseConv1D": {"depthwise_kernel": "kernel"}, "DepthwiseConv2D": {"depthwise_kernel": "kernel"}}
+
+
+def _variable_path(layer: Layer, name: str) -> str:
+    name = name[:-2] if name.endswith(":0") else name
+    head, _, short = name.rpartition("/")
+    short = _VARIABLE_NAMES.get(type(layer).__name__, {}).get(short, short)
+    return f"{head}/{short}" if head else short
+
+
 def legacy_weight_groups(layers: list[Layer]) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
-    """(layer name, [(weight name, array)]) as Keras 3's legacy `.h5` writer stores them: the variable paths,
-    which are tf.keras's weight names without the `:0` suffix."""
-    out = []
-    for layer in layers:
-        weights = layer.trainable_weights + layer.non_trainable_weights
-        out.append((layer.name, [(w.name[:-2] if w.name.endswith(":0") else w.name, w.value) for w in weights]))
-    return out
+    """(layer name, [(weight name, array)]) as Keras 3's legacy `.h5` writer stores them: the variable paths
+    (tf.keras's weight names without `:0`, in Keras 3's spelling). Loaders use only their order."""
+    return [(layer.name, [(_variable_path(layer, w.name), w.value)
+                          for w in layer.trainable_weights + layer.non_trainable_weights]) for layer in layers]

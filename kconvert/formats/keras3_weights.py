@@ -43,6 +43,7 @@ class StateGroup:
     children: dict[str, StateGroup] = field(default_factory=dict)
     has_vars: bool = False
     bfloat16: set[int] = field(default_factory=set)
+    _parts: dict[int, np.ndarray] = field(default_factory=dict, repr=False, compare=False)  # while reading
 
     def find(self, path: str) -> StateGroup | None:
         """The group at a `/`-separated path below this one (`""` is this group), or None."""
@@ -106,20 +107,15 @@ def _attr_text(value) -> str | None:
     return None if value is None else str(value)
 
 
-def _read_vars(group, *, file, where: str) -> tuple[list[np.ndarray], set[int]]:
+def _read_vars(group, *, file, where: str) -> tuple[dict[int, np.ndarray], set[int]]:
     import h5py
 
-    keys = list(group.keys())
-    try:
-        indices = sorted(int(k) for k in keys)
-    except ValueError:
-        raise FormatError(f"{where} holds '{sorted(keys)[0]}'; Keras 3 names variables 0, 1, 2, ...",
-                          file=file) from None
-    if indices != list(range(len(indices))):
-        raise FormatError(f"{where} has variables {indices}, not 0..{len(indices) - 1}", file=file)
-    arrays, bf16 = [], set()
-    for i in indices:
-        ds = group[str(i)]
+    arrays: dict[int, np.ndarray] = {}
+    bf16: set[int] = set()
+    for key in group.keys():
+        if not key.isdigit():
+            raise FormatError(f"{where} holds '{key}'; Keras 3 names variables 0, 1, 2, ...", file=file)
+        i, ds = int(key), group[key]
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"{where}/{i} is a group, expected a variable dataset", file=file)
         nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
@@ -137,11 +133,12 @@ def _read_vars(group, *, file, where: str) -> tuple[list[np.ndarray], set[int]]:
             bf16.add(i)
         elif arr.dtype.kind not in "biufc":
             raise FormatError(f"{where}/{i} has non-numeric dtype {arr.dtype}", file=file)
-        arrays.append(arr)
+        arrays[i] = arr
     return arrays, bf16
 
 
 def _read_group(group, *, file, where: str) -> StateGroup:
+    """The tree below an HDF5 group; variables are kept by index (`_parts`) until `_finish` checks them."""
     import h5py
 
     node = StateGroup()
@@ -151,7 +148,7 @@ def _read_group(group, *, file, where: str) -> StateGroup:
         if not isinstance(obj, h5py.Group):
             raise FormatError(f"{path} is a dataset outside a 'vars' group", file=file)
         if key == "vars":
-            node.vars, node.bfloat16 = _read_vars(obj, file=file, where=path)
+            node._parts, node.bfloat16 = _read_vars(obj, file=file, where=path)
             node.has_vars = True
             node.name = _attr_text(obj.attrs.get("name"))
         else:
@@ -159,9 +156,22 @@ def _read_group(group, *, file, where: str) -> StateGroup:
     return node
 
 
+def _finish(node: StateGroup, *, file, where: str = "") -> StateGroup:
+    parts, node._parts = node._parts, {}
+    indices = sorted(parts)
+    if indices != list(range(len(indices))):
+        raise FormatError(f"{where}/vars has variables {indices}, not 0..{len(indices) - 1}".lstrip("/"), file=file)
+    node.vars = [parts[i] for i in indices]
+    for key, child in node.children.items():
+        _finish(child, file=file, where=f"{where}/{key}")
+    return node
+
+
 def _merge(into: StateGroup, other: StateGroup) -> None:
     if other.has_vars:
-        into.vars, into.bfloat16, into.has_vars = other.vars, other.bfloat16, True
+        into._parts.update(other._parts)
+        into.bfloat16 |= other.bfloat16
+        into.has_vars = True
         into.name = other.name if other.name is not None else into.name
     for key, child in other.children.items():
         _merge(into.children.setdefault(key, StateGroup()), child)
@@ -225,9 +235,9 @@ def read_keras3_weights(source: str | os.PathLike | IO[bytes], file: str | None 
         if not os.path.exists(path):
             raise FormatError("no such file", file=path)
         if path.endswith(".json"):
-            return _read_sharded(path)
-        return _read_h5(path, file or path)
-    return _read_h5(source, file)
+            return _finish(_read_sharded(path), file=path)
+        return _finish(_read_h5(path, file or path), file=file or path)
+    return _finish(_read_h5(source, file), file=file)
 
 
 # --------------------------------------------------------------------------------------------- writing

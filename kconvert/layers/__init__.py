@@ -44,4 +44,6 @@ def serialize(layer: Layer) -> dict:
 
 __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activation", "get_layer_class",
            "keras_dialect", "register_layer", "deserialize", "serialize", "activation_layers", "convolutional",
-           "core", "embedding", "masking", "merging", "normalization", "pooling", "regularization", "reshaping"]
+           "core", "embedding", "legacy_merge", "masking", "merging", "normalization", "pooling", "regularization", "reshaping",
+           "attention", "locally_connected", "preprocessing", "tf_op_layers", "conv_recurrent", "recurrent",
+           "wrappers"]

@@ -18,7 +18,13 @@ from ..ops.recurrent import lstm_step
 from . import activations
 from .base import register_layer
 from .config_objects import weight_args_config
-from .convolutional import conv_output_length, conv_pads, normalize_data_format, normalize_padding, normalize_tuple
+from .convolutional import (
+    conv_output_length,
+    conv_pads,
+    normalize_data_format,
+    normalize_padding,
+    normalize_tuple,
+)
 from .recurrent import Recurrent, RNNCell, _rate, _unit_forget_bias
 
 

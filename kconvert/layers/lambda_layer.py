@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import backend
 from ..custom_objects import current_custom_objects
-from ..errors import ConfigError, UnsafeError
+from ..errors import ConfigError, KConvertError, UnsafeError
 from .base import Layer, current_safe_mode, is_shape_list, register_layer
 
 # (value key, type key, module key) of the three function-like fields, in tf_keras's config order
@@ -76,15 +76,20 @@ class Lambda(Layer):
         inputs = [np.array(a) for a in inputs] if isinstance(inputs, (list, tuple)) else np.array(inputs)
         try:
             out = self.function(inputs, **kwargs)
+        except KConvertError:
+            raise
         except NameError as e:
             raise ConfigError(f"the Lambda's function uses the name '{e.name}', which is not defined; pass it in "
-                              f"custom_objects={{'{e.name}': ...}}", layer=self.name) from e
-        except AttributeError as e:
-            if getattr(e, "obj", None) is not backend:
-                raise
-            raise ConfigError(f"the Lambda's function calls K.{e.name}, which kconvert.backend does not provide; "
-                              f"supply the function by the layer's name: custom_objects={{'{self.name}': fn}}",
-                              layer=self.name) from e
+                              f"custom_objects={{'{e.name}': ...}}, or supply the whole function under the layer's "
+                              f"name: custom_objects={{'{self.name}': fn}}", layer=self.name) from e
+        except Exception as e:  # the function is the user's: whatever it raises is a problem of the model file
+            if isinstance(e, AttributeError) and getattr(e, "obj", None) is backend:
+                what = f"it calls K.{e.name}, which kconvert.backend does not provide"
+            else:
+                what = f"{type(e).__name__}: {e}"
+            raise ConfigError(f"the Lambda's function failed on numpy arrays ({what}); kconvert runs it on numpy "
+                              f"through kconvert.backend, so supply a numpy version under the layer's name: "
+                              f"custom_objects={{'{self.name}': fn}}", layer=self.name) from e
         if isinstance(out, (list, tuple)):
             return [self._as_output(o) for o in out]
         return self._as_output(out)
@@ -115,12 +120,8 @@ class Lambda(Layer):
         for batch, dim in zip(_DUMMY_BATCH, _DUMMY_DIM):
             arrays = [np.zeros([(batch if i == 0 else dim) if d is None else d for i, d in enumerate(s)],
                                self.dtype) for s in shapes]
-            try:
-                with np.errstate(all="ignore"):
-                    out = self.call(arrays if is_shape_list(input_shape) else arrays[0])
-            except (ValueError, TypeError, IndexError, ArithmeticError) as e:
-                raise ValueError(f"cannot infer the Lambda's output shape by running its function on a dummy "
-                                 f"batch ({type(e).__name__}: {e}); give the layer an output_shape") from e
+            with np.errstate(all="ignore"):
+                out = self.call(arrays if is_shape_list(input_shape) else arrays[0])
             multi = isinstance(out, list)
             runs.append(out if multi else [out])
         merged = []
@@ -280,11 +281,11 @@ def check_bytecode(code: types.CodeType) -> None:
     while i < len(raw):
         op = raw[i]
         name = dis.opname[op]
-        if name.startswith("<") or name == "CACHE":
+        if name.startswith("<") or (name == "CACHE" and _CACHE_ENTRIES is not None):
             raise ValueError(f"opcode {op} is not an instruction of this Python")
         if isinstance(_CACHE_ENTRIES, dict):
             n = _CACHE_ENTRIES.get(name, 0)
-        else:
+        else:  # a list by opcode; None before 3.11 (no caches) or where dis no longer tells
             n = _CACHE_ENTRIES[op] if _CACHE_ENTRIES else 0
         caches = raw[i + 2: i + 2 + 2 * n]
         if len(caches) != 2 * n or any(caches):

@@ -59,7 +59,7 @@ class Merge(Layer):
                  tensor_indices=None, name: str | None = None, mode_type: str = "raw",
                  output_shape_type: str = "raw", output_mask_type: str = "raw", **kwargs):
         kwargs.pop("branch_weights_in_merge", None)
-        if "raw" != mode_type or (output_shape is not None and output_shape_type != "raw"):
+        if mode_type != "raw" or (output_shape is not None and output_shape_type != "raw"):
             raise ConfigError(f"a Merge whose mode or output_shape is Python code from the file ({mode_type}) "
                               "cannot be loaded; use the modes " + ", ".join(MODES), layer=name)
         if not callable(mode) and mode not in MODES:

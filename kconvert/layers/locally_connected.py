@@ -146,17 +146,16 @@ class _LocallyConnected(Layer):
         pos, off, inp = np.array(pos), np.array(off), np.array(inp)
         f_in, f_out = np.arange(self._cin), np.arange(self.filters)
         # every (connection, channel in, filter) combination, as conv_kernel_idxs yields them
-        P, I, O = np.meshgrid(np.arange(len(pos)), f_in, f_out, indexing="ij")
-        P, I, O = P.reshape(-1), I.reshape(-1), O.reshape(-1)
+        conn, ci, co = (a.reshape(-1) for a in np.meshgrid(np.arange(len(pos)), f_in, f_out, indexing="ij"))
         n_pos, n_in = int(np.prod(out)), int(np.prod(spatial))
         if self.data_format == "channels_last":
-            out_idx = pos[P] * self.filters + O
-            in_idx = inp[P] * self._cin + I
+            out_idx = pos[conn] * self.filters + co
+            in_idx = inp[conn] * self._cin + ci
         else:
-            out_idx = O * n_pos + pos[P]
-            in_idx = I * n_in + inp[P]
+            out_idx = co * n_pos + pos[conn]
+            in_idx = ci * n_in + inp[conn]
         order = np.lexsort((in_idx, out_idx))
-        return out_idx[order], (pos[P][order], off[P][order], inp[P][order], I[order], O[order])
+        return out_idx[order], (pos[conn][order], off[conn][order], inp[conn][order], ci[order], co[order])
 
     def _local_kernel(self) -> np.ndarray:
         """The kernel as (positions, *kernel_size, channels_in, filters), zero outside the input."""

@@ -77,10 +77,14 @@ class ArgsNode(Node):
         self.first_arg = first
 
     def call_args(self, values: list) -> CallArgs:
+        """The call's arguments with `values` (arrays, masks, or shapes, which become Specs) for its tensors."""
         it = iter(values)
 
         def fill(v):
-            return next(it) if isinstance(v, Value) else v
+            if not isinstance(v, Value):
+                return v
+            x = next(it)
+            return Spec(x, v.dtype) if isinstance(x, tuple) else x
 
         first = map_structure(self.first_arg, fill)
         return CallArgs(first, map_structure(self.kwargs, fill))
@@ -193,19 +197,14 @@ class CallArgsLayer(Layer):
         return first
 
     def compute_output_shape(self, input_shape):
+        """Output shape(s) for the first argument's shape(s), or for a node's `CallArgs` of Specs."""
         if isinstance(input_shape, CallArgs):
             first, kwargs = input_shape.first, input_shape.kwargs
+        elif isinstance(input_shape, list) and input_shape and isinstance(input_shape[0], (tuple, list)):
+            first, kwargs = [Spec(s) for s in input_shape], {}
         else:
-            first, kwargs = input_shape, {}
-
-        def spec(s):
-            return Spec(s) if isinstance(s, tuple) else s
-
-        if isinstance(first, list) and first and isinstance(first[0], (tuple, list)):
-            first = [Spec(s) for s in first]
-        else:
-            first = spec(first)
-        out = self.output_specs(first, map_structure(kwargs, spec))
+            first, kwargs = Spec(input_shape), {}
+        out = self.output_specs(first, kwargs)
         return [s.shape for s in out] if isinstance(out, list) else out.shape
 
     def compute_mask(self, inputs, mask=None):

@@ -319,7 +319,7 @@ class TimeDistributed(Wrapper):
         n, t = x.shape[:2]
         kwargs: dict[str, Any] = {}
         if mask is not None:
-            pass
+            kwargs["mask"] = self._fold(np.asarray(mask))
         if training:
             kwargs["training"] = True
         y = self.layer(self._fold(x), **kwargs)
