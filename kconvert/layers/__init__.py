@@ -43,7 +43,8 @@ def serialize(layer: Layer) -> dict:
 
 
 __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activation", "get_layer_class",
-           "keras_dialect", "register_layer", "deserialize", "serialize", "activation_layers", "convolutional",
-           "core", "embedding", "legacy_merge", "masking", "merging", "normalization", "pooling", "regularization", "reshaping",
-           "attention", "locally_connected", "preprocessing", "tf_op_layers", "conv_recurrent", "recurrent",
-           "wrappers"]
+           "keras_dialect", "register_layer", "deserialize", "serialize",
+           # the modules themselves are imported for their @register_layer side effect
+           "activation_layers", "applications", "attention", "conv_recurrent", "convolutional", "core",
+           "embedding", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
+           "preprocessing", "recurrent", "regularization", "reshaping", "tf_op_layers", "wrappers"]
