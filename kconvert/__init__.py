@@ -6,7 +6,6 @@ __version__ = "0.1.0"
 from . import backend, errors, layers, models, ops  # noqa: E402
 from .custom_objects import custom_object_scope, get_custom_objects, register_keras_serializable  # noqa: E402
 from .layers import Input  # noqa: E402
-from .layers import lambda_layer as _lambda_layer  # noqa: E402, F401 - registers Lambda
 from .models import Model, Sequential, load_model, model_from_json, model_from_yaml  # noqa: E402
 
 __all__ = ["backend", "errors", "layers", "ops", "models", "Input", "Model", "Sequential", "load_model",

@@ -247,6 +247,8 @@ CASES = {  # name -> (tf_keras layer, input shape, old array shapes, version)
     "gru_9": (lambda L: L.GRU(3, reset_after=False), (None, 5, 4), [(4, 3), (3, 3), (3,)] * 3, "1"),
     "lstm_12": (lambda L: L.LSTM(3), (None, 5, 4), [(4, 3), (3, 3), (3,)] * 4, "1"),
     "bidirectional_lstm_24": (lambda L: L.Bidirectional(L.LSTM(3)), (None, 5, 4), [(4, 3), (3, 3), (3,)] * 8, "1"),
+    "conv_lstm2d_12": (lambda L: L.ConvLSTM2D(3, (3, 2)), (None, 4, 7, 6, 5), [(3, 2, 5, 3), (3, 2, 3, 3), (3,)] * 4,
+                       "1"),
     "time_distributed_dense": (lambda L: L.TimeDistributed(L.Dense(3)), (None, 5, 4), [(4, 3), (3,)], "1"),
     "cudnn_lstm_into_lstm": (lambda L: L.LSTM(3), (None, 5, 4), [(4, 12), (3, 12), (24,)], "2.2.4"),
     "cudnn_gru_into_gru": (lambda L: L.GRU(3, reset_after=True), (None, 5, 4), [(4, 9), (3, 9), (18,)], "2.2.4"),

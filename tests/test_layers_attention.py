@@ -31,6 +31,8 @@ def _check_model(tf_model, inputs, rtol_scale=1.0):
         assert g.dtype == r.dtype, (i, g.dtype, r.dtype)
         assert_close(g, r, rtol_scale, what=f"output {i}")
     assert [v.shape for v in ours.outputs] == [tuple(t.shape) for t in tf_model.outputs]
+    shapes = ours.compute_output_shape([v.shape for v in ours.inputs] if len(ours.inputs) > 1 else ours.inputs[0].shape)
+    assert (shapes if isinstance(shapes, list) else [shapes]) == [v.shape for v in ours.outputs]
     assert json.loads(ours.to_json())["config"] == json.loads(tf_model.to_json())["config"]
     return ours
 

@@ -212,6 +212,7 @@ def _tf_ops_model(tfk):
         tf.math.cumsum(a, axis=1), tf.split(a, [2, 5], axis=-1)[1], tf.unstack(a, axis=1)[2], tf.shape(a),
         tf.math.softplus(a), tf.nn.bias_add(a, np.arange(7, dtype="float32")), tf.gather(a, [3, 1], axis=2),
         tf.strided_slice(a, [0, 1, 0], [0, 4, 7], [1, 2, 1], begin_mask=1, end_mask=1), tf.math.add_n([a, a, a]),
+        tf.concat([a, np.full((1, 5, 7), 0.5, "float32")], axis=0),  # a constant inside the first argument
     ]
     return tfk.Model([a, b], outs)
 
@@ -231,6 +232,21 @@ def test_tf_op_lambda_model(tfk, rng, tmp_path):
     ours.save(tmp_path / "ops.h5")  # tf_keras reads kconvert's file and computes the same
     back = tfk.models.load_model(tmp_path / "ops.h5")
     for g, r in zip(back.predict(feeds, verbose=0), ref):
+        assert_close(g, r)
+
+
+def test_tf_op_lambda_drops_keras_masks(tfk, rng):
+    """tf.keras's op layers do not pass masks on: a masked pooling after one averages every step."""
+    import tensorflow as tf
+
+    ids = tfk.Input((4,))
+    emb = tfk.layers.Embedding(9, 3, mask_zero=True)(ids)
+    pooled = [tfk.layers.GlobalAveragePooling1D()(t) for t in (emb, emb * 2.0, tf.nn.relu(emb), emb[:, 1:])]
+    model = tfk.Model(ids, pooled)
+    feeds = np.array([[1, 2, 0, 0], [3, 0, 4, 5]], "float32")
+    ours = model_from_json(model.to_json())
+    ours.set_weights(model.get_weights())
+    for g, r in zip(ours.predict(feeds), model.predict(feeds, verbose=0)):
         assert_close(g, r)
 
 

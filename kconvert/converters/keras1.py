@@ -547,6 +547,13 @@ def merge_sequential_as_functional(entry: dict, normalize: Callable[[dict], dict
 # ---------------------------------------------------------------------------------------------- entries
 
 
+def _named_sequential(entry: dict) -> dict:
+    """A nested Sequential in the list form (Keras <= 2.2.2) takes the name its functional entry gives it."""
+    if entry.get("class_name") == "Sequential" and isinstance(entry.get("config"), list) and entry.get("name"):
+        return {**entry, "config": {"name": entry["name"], "layers": entry["config"]}}
+    return entry
+
+
 def _layer_name(entry: dict) -> str | None:
     config = entry.get("config")
     return config.get("name") if isinstance(config, dict) else entry.get("name")
@@ -559,6 +566,8 @@ def normalize_keras1(entry: dict) -> dict:
     cls = entry.get("class_name")
     if cls == "Sequential" and _starts_with_merge(entry):
         return merge_sequential_as_functional(entry, normalize_keras1)
+    if cls == "Sequential":
+        return _named_sequential(entry)
     if cls == "Merge":
         return _merge_entry(entry)
     if cls in _NO_KERAS2_EQUIVALENT:
@@ -593,6 +602,8 @@ def normalize_keras2(entry: dict) -> dict:
     cls, config = entry.get("class_name"), entry.get("config")
     if cls == "Sequential" and _starts_with_merge(entry):
         return merge_sequential_as_functional(entry, normalize_keras2)
+    if cls == "Sequential":
+        return _named_sequential(entry)
     if cls == "Merge":
         return _merge_entry(entry)
     if looks_keras1(entry):

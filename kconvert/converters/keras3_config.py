@@ -127,11 +127,13 @@ def keras_major(version: Any) -> int:
 
 
 def is_keras3_config(config: Any, keras_version: Any = None) -> bool:
-    """True for a config Keras 3 wrote: a top-level `module` key (`to_json`, `config.json`), or a file whose
-    keras_version is 3.x (the legacy `.h5` writer drops `module` but keeps Keras 3's node form)."""
+    """True for a config Keras 3 wrote: from a file whose keras_version is 3.x (the legacy `.h5` writer drops
+    `module` but keeps Keras 3's node form), or, with no version known, a top-level `module` key (`to_json`)."""
     if not isinstance(config, dict):
         return False
-    return "module" in config or (keras_version is not None and keras_major(keras_version) >= 3)
+    if keras_version is not None:  # tf.keras 2.12+ also writes `module` keys (its own `.keras` archives)
+        return keras_major(keras_version) >= 3
+    return "module" in config
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -172,8 +174,12 @@ def _strip_shared_ids(x: Any) -> Any:
     return x
 
 
+_MASK_OPS = {"NotEqual", "Any"}  # what Embedding(mask_zero) and Masking become; legacy `.h5` entries lack `module`
+
+
 def _is_op(entry: dict) -> bool:
-    return str(entry.get("module") or "").startswith("keras.src.ops")
+    module = entry.get("module")
+    return str(module).startswith("keras.src.ops") if module else entry.get("class_name") in _MASK_OPS
 
 
 def _deserialize(entry: dict, custom_objects: dict) -> Layer:
@@ -216,8 +222,8 @@ def _deserialize(entry: dict, custom_objects: dict) -> Layer:
     return layer
 
 
-def _accepted(cls: type) -> set[str] | None:
-    """Constructor argument names of a layer class (None when it takes any keyword)."""
+def _accepted(cls: type) -> set[str]:
+    """Constructor argument names of a layer class (and of its bases up to Layer)."""
     names: set[str] = set(_BASE_KWARGS)
     for klass in cls.__mro__:
         init = klass.__dict__.get("__init__")
@@ -700,10 +706,11 @@ def _uses_k2_hard_sigmoid(layer: Any, depth: int = 0) -> str | None:
     for attr, value in vars(layer).items():
         if value is target:
             return attr
-        if depth < 2 and isinstance(value, Layer) and not getattr(value, "_is_graph_network", False):
-            inner = _uses_k2_hard_sigmoid(value, depth + 1)
-            if inner:
-                return f"{attr}.{inner}"
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if depth < 2 and isinstance(item, Layer) and not getattr(item, "_is_graph_network", False):
+                inner = _uses_k2_hard_sigmoid(item, depth + 1)
+                if inner:
+                    return f"{attr}.{inner}"
     return None
 
 

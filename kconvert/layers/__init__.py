@@ -1,5 +1,6 @@
 """The layer vocabulary: each layer's config, weights in Keras order, output shape and numpy `call`."""
 
+from ..custom_objects import current_custom_objects
 from . import (
     activation_layers,
     applications,
@@ -8,6 +9,7 @@ from . import (
     convolutional,
     core,
     embedding,
+    lambda_layer,
     legacy_merge,
     locally_connected,
     masking,
@@ -33,8 +35,12 @@ def __getattr__(name):
 
 
 def deserialize(config: dict, custom_objects: dict | None = None) -> Layer:
-    """A layer from `{'class_name': ..., 'config': ...}` (Keras's `layers.deserialize`)."""
-    cls = get_layer_class(config["class_name"], custom_objects, (config.get("config") or {}).get("name"))
+    """A layer from `{'class_name': ..., 'config': ...}` (Keras's `layers.deserialize`).
+
+    Classes are looked up in `custom_objects`, then open `custom_object_scope`s and registered objects.
+    """
+    objects = {**current_custom_objects(), **(custom_objects or {})}
+    cls = get_layer_class(config["class_name"], objects, (config.get("config") or {}).get("name"))
     return cls.from_config(config.get("config") or {})
 
 
@@ -46,5 +52,5 @@ __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activat
            "keras_dialect", "register_layer", "deserialize", "serialize",
            # the modules themselves are imported for their @register_layer side effect
            "activation_layers", "applications", "attention", "conv_recurrent", "convolutional", "core",
-           "embedding", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
+           "embedding", "lambda_layer", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
            "preprocessing", "recurrent", "regularization", "reshaping", "tf_op_layers", "wrappers"]

@@ -20,7 +20,7 @@ from ..errors import ConfigError
 from . import activations
 from .base import Layer, current_keras_major, register_layer
 from .config_objects import weight_args_config
-from .tf_op_layers import CallArgsLayer, Spec, unpack_call_args
+from .tf_op_layers import CallArgs, CallArgsLayer, Spec, unpack_call_args
 
 # ---------------------------------------------------------------------------------------------- EinsumDense
 
@@ -357,6 +357,13 @@ class MultiHeadAttention(CallArgsLayer):
         out = self._output_dense.call(out)
         return (out, scores) if return_attention_scores else out
 
+    def compute_mask(self, inputs, mask=None):
+        """The query's mask, on the attention output only (as tf.keras zips one mask with the outputs)."""
+        out = super().compute_mask(inputs, mask)
+        if isinstance(inputs, CallArgs) and inputs.kwargs.get("return_attention_scores"):
+            return [out, None]
+        return out
+
     # ------------------------------------------------------------------ config and state
     def keras3_state(self):
         children: dict[str, Any] = {"key_dense": self._key_dense, "output_dense": self._output_dense,
@@ -436,8 +443,12 @@ class _BaseDenseAttention(CallArgsLayer):
         return (out, weights) if return_attention_scores else out
 
     def compute_mask(self, inputs, mask=None):
+        """The query's mask, on the attention output only."""
         masks = super().compute_mask(inputs, mask)
-        return masks[0] if isinstance(masks, (list, tuple)) and masks else masks
+        out = masks[0] if isinstance(masks, (list, tuple)) and masks else masks
+        if isinstance(inputs, CallArgs) and inputs.kwargs.get("return_attention_scores"):
+            return [out, None]
+        return out
 
     def get_config(self):
         config = {**super().get_config(), "dropout": self.dropout}

@@ -171,7 +171,9 @@ class CallArgsLayer(Layer):
     def _maybe_build_args(self, first, kwargs) -> None:
         if self.built:
             return
-        self._build_input_shape = map_structure(first, _shape_of)
+        # each element of a list argument is one input, whatever a constant's own nesting (tf.keras's rule)
+        self._build_input_shape = [_shape_of(x) for x in first] if isinstance(first, (list, tuple)) else \
+            _shape_of(first)
         try:
             self.build_args(first, kwargs)
         except KConvertError:
@@ -190,7 +192,7 @@ class CallArgsLayer(Layer):
             self._maybe_build_args(Spec(input_shape), {})
 
     def build_args(self, first, kwargs) -> None:
-        self.build(map_structure(first, _shape_of))
+        self.build(self._build_input_shape)
 
     def output_specs(self, first, kwargs):
         """Spec (or list of Specs) of the outputs; by default the first argument's."""
