@@ -463,3 +463,15 @@ def test_cudnn_file_into_native_layers(tfk):
     model.load_weights(path("k2_cudnn.h5"))
     assert_close(model.predict(ins[0]), tf_reference(tfk, "k2_cudnn", "2.2.4", "tensorflow")(ins[0]).numpy())
     assert_close(model.predict(ins[0]), outs[0])
+
+
+def test_cudnn_layers_compute_what_multi_backend_keras_computed():
+    """A Keras 2.2.4 file's own CuDNNLSTM/CuDNNGRU layers, run as they are, equal the converted native run.
+
+    Multi-backend Keras handed each gate's kernel to cuDNN as raw memory (no transpose), so the saved gate
+    blocks must be re-read exactly as tf.keras's `_convert_rnn_weights` re-reads them.
+    """
+    ins, outs = io("k2_cudnn")
+    model = kconvert.load_model(path("k2_cudnn.h5"))
+    assert [type(la).__name__ for la in model.layers if "CuDNN" in type(la).__name__] == ["CuDNNLSTM", "CuDNNGRU"]
+    assert_close(model.predict(ins[0]), outs[0])

@@ -46,7 +46,8 @@ def model_from_config(config: dict, custom_objects: dict | None = None, keras_ve
     if keras3_config.is_keras3_config(config, version):
         return keras3_config.model_from_keras3_config(config, custom_objects, safe_mode=safe_mode)
     # the argument is the innermost custom-object scope, so activations and initializers see it too
-    with keras_dialect(keras_major(version) if version else 2), safe_mode_scope(safe_mode), \
+    with keras_dialect(keras_major(version) if version else 2, str(version) if version else None), \
+            safe_mode_scope(safe_mode), \
             custom_object_scope(custom_objects):
         return deserialize_entry(config, current_custom_objects())
 

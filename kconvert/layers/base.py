@@ -55,18 +55,31 @@ def get_layer_class(class_name: str, custom_objects: dict | None = None, layer_n
 _KERAS_MAJOR: contextvars.ContextVar[int] = contextvars.ContextVar("keras_major", default=2)
 
 
+_KERAS_VERSION: contextvars.ContextVar[str | None] = contextvars.ContextVar("keras_version", default=None)
+
+
 @contextlib.contextmanager
-def keras_dialect(major: int):
-    """Layers built inside compute as Keras `major` computed (e.g. `hard_sigmoid` differs in 2 and 3)."""
+def keras_dialect(major: int, version: str | None = None):
+    """Layers built inside compute as Keras `major` computed (e.g. `hard_sigmoid` differs in 2 and 3).
+
+    `version` is the writer's full version string where a layer's numerics depend on more than the major
+    version (e.g. '2.2.4' multi-backend Keras vs '2.2.4-tf' tf.keras).
+    """
     token = _KERAS_MAJOR.set(int(major))
+    vtoken = _KERAS_VERSION.set(version)
     try:
         yield
     finally:
         _KERAS_MAJOR.reset(token)
+        _KERAS_VERSION.reset(vtoken)
 
 
 def current_keras_major() -> int:
     return _KERAS_MAJOR.get()
+
+
+def current_keras_version() -> str | None:
+    return _KERAS_VERSION.get()
 
 
 _SAFE_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("safe_mode", default=True)

@@ -17,7 +17,7 @@ from .. import ops
 from ..errors import ConfigError, KConvertError, ShapeError
 from ..ops.recurrent import gru_step, lstm_step, rnn_scan
 from . import activations
-from .base import Layer, Weight, is_shape_list, register_layer
+from .base import Layer, Weight, current_keras_version, is_shape_list, register_layer
 from .config_objects import weight_args_config
 
 
@@ -254,8 +254,14 @@ class _DenseRNN(Recurrent):
     def _input_bias(self):
         return None if self.bias is None else self.bias.value
 
+    def _input_kernel(self):
+        return self.kernel.value
+
+    def _state_kernel(self):
+        return self.recurrent_kernel.value
+
     def _project(self, x):
-        xp = ops.matmul(x, self.kernel.value)
+        xp = ops.matmul(x, self._input_kernel())
         b = self._input_bias()
         return xp if b is None else xp + b
 
@@ -283,7 +289,7 @@ class SimpleRNN(_DenseRNN):
         super().__init__(units, activation=activation, **kwargs)
 
     def _step(self, xp, states):
-        h = self._act(xp + ops.matmul(states[0], self.recurrent_kernel.value))
+        h = self._act(xp + ops.matmul(states[0], self._state_kernel()))
         return h, [h]
 
     def get_config(self):
@@ -320,7 +326,7 @@ class LSTM(_DenseRNN):
         return _unit_forget_bias(self.bias_initializer, self.units) if self.unit_forget_bias else self.bias_initializer
 
     def _step(self, xp, states):
-        h, c = lstm_step(xp + ops.matmul(states[0], self.recurrent_kernel.value), states[1], self._act, self._ract)
+        h, c = lstm_step(xp + ops.matmul(states[0], self._state_kernel()), states[1], self._act, self._ract)
         return h, [h, c]
 
     def get_config(self):
@@ -359,7 +365,7 @@ class GRU(_DenseRNN):
         return self.bias.value[1] if self.bias is not None and self.reset_after else None
 
     def _step(self, xp, states):
-        h = gru_step(xp, states[0], self.recurrent_kernel.value, self._recurrent_bias(), self.reset_after,
+        h = gru_step(xp, states[0], self._state_kernel(), self._recurrent_bias(), self.reset_after,
                      self._act, self._ract)
         return h, [h]
 
@@ -377,7 +383,10 @@ class _CuDNN:
 
     cell_name = ""
 
+    _writer_version: str | None = None
+
     def _cudnn_init(self, kwargs: dict) -> dict:
+        self._writer_version = current_keras_version()
         for key in ("activation", "recurrent_activation", "use_bias", "dropout", "recurrent_dropout", "unroll",
                     "implementation", "reset_after"):
             if key in kwargs:
@@ -386,6 +395,34 @@ class _CuDNN:
 
     def _check_mask(self, mask):
         raise KConvertError("masking is not supported for CuDNN RNNs (CuDNNLSTM, CuDNNGRU)", layer=self.name)
+
+    def _raw_cudnn_layout(self) -> bool:
+        """Multi-backend Keras (2.0-2.3) handed each gate's kernel to cuDNN as raw memory, without the
+        transpose tf.keras applies; files it wrote need each gate block re-read (tf.keras's
+        `_convert_rnn_weights` does the same when loading them into LSTM/GRU)."""
+        version = self._writer_version or ""
+        if not version or version.endswith("-tf"):
+            return False
+        try:
+            major, minor = (int(p) for p in version.split(".")[:2])
+        except ValueError:
+            return False
+        return (major, minor) < (2, 4)
+
+    def _gates(self) -> int:
+        return 4 if isinstance(self, LSTM) else 3
+
+    def _input_kernel(self):
+        k = self.kernel.value
+        if not self._raw_cudnn_layout():
+            return k
+        return np.hstack([g.T.reshape(g.shape, order="F") for g in np.hsplit(k, self._gates())])
+
+    def _state_kernel(self):
+        k = self.recurrent_kernel.value
+        if not self._raw_cudnn_layout():
+            return k
+        return np.hstack([g.T for g in np.hsplit(k, self._gates())])
 
     def keras3_state(self):
         return Layer.keras3_state(self)
