@@ -374,6 +374,10 @@ def test_keras2_hard_sigmoid_without_native_form_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="old_lstm.*hard_sigmoid"):
         model.save(tmp_path / "x.keras")
     assert not (tmp_path / "x.keras").exists()
+    inp = kconvert.Input((6, 3))
+    model = kconvert.Model(inp, kconvert.layers.LocallyConnected1D(2, 3, name="local")(inp))
+    with pytest.raises(ConfigError, match="local.*LocallyConnected"):
+        model.save(tmp_path / "y.keras")
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -533,4 +537,9 @@ def test_keras3_options_kconvert_cannot_compute_are_refused():
     dense = next(e for e in config["config"]["layers"] if e["name"] == "dense_masked")
     dense["inbound_nodes"][0]["kwargs"]["extra"] = dense["inbound_nodes"][0]["args"][0]
     with pytest.raises(ConfigError, match="dense_masked.*'extra' is a tensor"):
+        kconvert.models.model_from_json(json.dumps(config))
+    config = json.loads((K3 / "k3_embedding_mask.json").read_text())
+    pool = next(e for e in config["config"]["layers"] if e["name"] == "gap_masked")
+    pool["inbound_nodes"][0]["kwargs"]["mask"]["config"]["keras_history"] = ["emb_plain", 0, 0]
+    with pytest.raises(ConfigError, match="gap_masked.*mask from the output of .'emb_plain'"):
         kconvert.models.model_from_json(json.dumps(config))

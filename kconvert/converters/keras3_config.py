@@ -91,11 +91,12 @@ K2_ONLY: dict[str, dict[str, Any]] = {
     "SeparableConv1D": _SEPARABLE, "SeparableConv2D": _SEPARABLE,
     "SpatialDropout1D": _SPATIAL_DROPOUT, "SpatialDropout2D": _SPATIAL_DROPOUT, "SpatialDropout3D": _SPATIAL_DROPOUT,
     "Embedding": {"input_length": _ANY},
-    "Dense": {"activity_regularizer": None},
     "LSTM": {"time_major": False, "implementation": _ANY}, "GRU": {"time_major": False, "implementation": _ANY},
     "SimpleRNN": {"time_major": False}, "RNN": {"time_major": False},
     "LSTMCell": {"implementation": _ANY}, "GRUCell": {"implementation": _ANY},
 }
+# Keys Keras 3 writes only when they are not at this value: {class: {key: value}}.
+K3_OMITS_DEFAULT: dict[str, dict[str, Any]] = {"Dense": {"activity_regularizer": None}}
 # Keys Keras 3 names differently: {class: {tf.keras key: Keras 3 key}}.
 RENAMES: dict[str, dict[str, str]] = {
     "InputLayer": {"batch_input_shape": "batch_shape"},
@@ -114,6 +115,18 @@ _INITIALIZER_KEYS = {
 _WRAPPED_KEYS = ("layer", "backward_layer")
 # Keras 3's Bidirectional writes its forward copy as `layer` and its backward copy as `backward_layer`.
 _BIDIRECTIONAL_KEYS = (("layer", "forward_layer"), ("backward_layer", "backward_layer"))
+# tf.keras layers Keras 3 has no exact native form of (written from kconvert, they would not load).
+_NO_KERAS3_FORM = {
+    "CuDNNLSTM": "Keras 3 has no CuDNN layers (its LSTM keeps separate input and recurrent biases differently)",
+    "CuDNNGRU": "Keras 3 has no CuDNN layers",
+    "LocallyConnected1D": "Keras 3 removed LocallyConnected layers",
+    "LocallyConnected2D": "Keras 3 removed LocallyConnected layers",
+    "Merge": "Keras 1's Merge layer has no Keras 3 form",
+    "TFOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
+    "SlicingOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
+    "TensorFlowOpLayer": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
+    "Lambda": "Keras 3 stores Lambda functions in its own form, which kconvert does not write yet",
+}
 # Layers that apply their `activation` to their result last (a Keras 2 hard_sigmoid there can be split off).
 _POST_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
                     "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D"}
@@ -285,6 +298,14 @@ def _has_tensor(x: Any) -> bool:
     return False
 
 
+def _histories(x: Any) -> list:
+    if isinstance(x, dict):
+        if x.get("class_name") == "__keras_tensor__":
+            return [(x.get("config") or {}).get("keras_history") or ["?"]]
+        return [h for v in x.values() for h in _histories(v)]
+    return [h for v in x for h in _histories(v)] if isinstance(x, list) else []
+
+
 def _parse_node(node: Any, layer: str) -> tuple[list, bool, dict, dict | None]:
     """(refs, nested, kwargs for the call, the original kwargs when mask tensors were set aside)."""
     if isinstance(node, list):  # tf.keras's list form, still read by Keras 3
@@ -346,6 +367,10 @@ def _functional(config: dict, custom_objects: dict) -> Layer:
                 raise UnknownLayerError("takes the output of a Keras 3 operation as an input; only mask "
                                         "operations are supported", layer=name)
             if original is not None:
+                sources = {h[0] for h in _histories(original)} - op_names
+                if sources:
+                    raise ConfigError(f"gets a mask from the output of {sorted(sources)}; kconvert computes masks "
+                                      "from the layers' own mask support only", layer=name)
                 graph_stash["kwargs"][(name, i)] = original
             parsed.append((refs, nested, kwargs))
         pending[name] = parsed
@@ -521,6 +546,9 @@ def _layer_config_by_rules(layer: Layer) -> dict:
         if required is not _ANY and config[key] != required:
             raise ConfigError(f"{cls}({key}={config[key]!r}) has no Keras 3 equivalent", layer=layer.name)
         config.pop(key)
+    for key, default in K3_OMITS_DEFAULT.get(cls, {}).items():
+        if key in config and config[key] == default:
+            config.pop(key)
     for key, (default, _) in K3_ONLY.get(cls, {}).items():
         if key not in config:
             value = getattr(layer, key, None) if key in _K3_FROM_ATTRIBUTE else None
@@ -578,7 +606,8 @@ def _entry(layer: Layer, legacy: bool, compile_config: dict | None = None) -> di
                  "registered_name": "Functional", "build_config": {"input_shape": None},
                  "compile_config": compile_config or {}}
     else:
-        module, registered = getattr(layer, "_keras3_module", ("keras.layers", None))
+        default = (getattr(type(layer), "keras_module", "keras.layers"), getattr(type(layer), "registered_name", None))
+        module, registered = getattr(layer, "_keras3_module", default)
         if module is None or str(module).startswith(("tf_keras", "keras.src.layers")):
             module, registered = "keras.layers", None
         entry = {"module": module, "class_name": cls, "config": layer_to_keras3_config(layer),
@@ -720,6 +749,9 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     Raises ConfigError naming the layer when no exact Keras 3 form exists.
     """
     cls = type(layer).__name__
+    reason = _NO_KERAS3_FORM.get(cls)
+    if reason is not None and not hasattr(layer, "_keras3_module"):
+        raise ConfigError(f"{cls}: {reason}, so the model cannot be written for Keras 3", layer=layer.name)
     relu = LAYERS["ReLU"]
     if cls == "ThresholdedReLU":
         return [relu(threshold=float(layer.theta), name=layer.name, dtype=layer._dtype_config)]
