@@ -19,8 +19,8 @@ from .. import ops
 from ..errors import ConfigError
 from . import activations
 from .base import Layer, current_keras_major, register_layer
+from .call_args import CallArgs, CallArgsLayer, Spec, unpack_call_args
 from .config_objects import weight_args_config
-from .tf_op_layers import CallArgs, CallArgsLayer, Spec, unpack_call_args
 
 # ---------------------------------------------------------------------------------------------- EinsumDense
 
