@@ -50,13 +50,27 @@ def inspect_file(path: str) -> dict[str, Any]:
         report["weights"] = [{"layer": ln, "name": wn, "shape": list(a.shape), "dtype": str(a.dtype)}
                              for ln in h5.layer_names for wn, a in h5.layer_weights.get(ln, [])]
         return report
-    if kind not in ("keras_h5_model", "json", "yaml"):
+    if kind == "keras3_weights_h5":
+        from .formats.keras3_weights import read_keras3_weights
+
+        tree = read_keras3_weights(path)
+        report["weights"] = [{"layer": gpath, "name": f"{gpath}/vars/{i}", "shape": list(a.shape),
+                              "dtype": str(a.dtype)}
+                             for gpath, group in tree.walk() for i, a in enumerate(group.vars)]
+        return report
+    if kind not in ("keras_h5_model", "keras_zip", "json", "yaml"):
         raise FormatError(f"inspect does not read '{kind}' files yet", file=path)
     model = load_model(path)
     if kind == "keras_h5_model":
         h5 = read_keras_h5(path)
         report["keras_version"], report["backend"] = h5.keras_version, h5.backend
         report["compiled"] = h5.training_config is not None
+    elif kind == "keras_zip":
+        from .formats.keras_zip import read_keras_zip
+
+        archive = read_keras_zip(path, load_weights=False)
+        report["keras_version"] = archive.keras_version
+        report["compiled"] = "compile_config" in archive.config
     lines: list[str] = []
     if isinstance(model, Model):
         buf = io.StringIO()
@@ -69,7 +83,7 @@ def inspect_file(path: str) -> dict[str, Any]:
                              for v in model.outputs]
     report["summary"] = lines
     report["weights"] = [{"name": w.name, "shape": list(w.shape), "dtype": str(w.value.dtype)}
-                         for w in model.weights] if kind == "keras_h5_model" else []
+                         for w in model.weights] if kind in ("keras_h5_model", "keras_zip") else []
     return report
 
 

@@ -96,3 +96,22 @@ def test_predict_expect_compares_with_reference(saved, tmp_path, rng, capsys):
     np.savez(tmp_path / "bad.npz", output_0=y + 1.0)
     assert main(["predict", str(path), "--input", str(tmp_path / "io.npz"), "--expect", str(tmp_path / "bad.npz")]) == 3
     assert "OVER TOLERANCE" in capsys.readouterr().out
+
+
+def test_inspect_keras3_archive_and_weights(tmp_path, rng, capsys):
+    import keras
+
+    inp = keras.Input((3,), name="x")
+    model = keras.Model(inp, keras.layers.Dense(4, name="d3")(inp))
+    model.save(tmp_path / "m.keras")
+    model.save_weights(tmp_path / "m.weights.h5")
+    assert main(["inspect", str(tmp_path / "m.keras")]) == 0
+    out = capsys.readouterr().out
+    assert "keras_zip" in out and keras.__version__ in out and "d3 (Dense)" in out and "Total params: 16" in out
+    assert main(["inspect", str(tmp_path / "m.weights.h5"), "--json"]) == 0
+    import json
+
+    report = json.loads(capsys.readouterr().out)
+    assert report["format"] == "keras3_weights_h5"
+    assert {(w["name"], tuple(w["shape"])) for w in report["weights"]} == {("layers/dense/vars/0", (3, 4)),
+                                                                          ("layers/dense/vars/1", (4,))}

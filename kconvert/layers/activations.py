@@ -124,6 +124,7 @@ ACTIVATIONS: dict[str, Callable] = {
     "tanh": np.tanh,
     "softmax": ops.softmax,
     "log_softmax": ops.log_softmax,
+    "log_softmax_v2": ops.log_softmax,  # tf.nn.log_softmax's name, as tf_keras's `.keras` writer records it
     "softplus": ops.softplus,
     "softsign": ops.softsign,
     "elu": ops.elu,
