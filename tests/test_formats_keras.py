@@ -788,3 +788,16 @@ def test_write_keras_h5_failure_leaves_existing_file(tmp_path):
         write_keras_h5(path, layer_weights=good + good)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.h5"]
+
+
+def test_doubly_encoded_json_is_decoded_with_a_warning(tmp_path):
+    """`json.dump(model.to_json(), f)` files (common in 2016-17 tutorials) hold the JSON as a JSON string."""
+    import json as _json
+
+    import pytest as _pytest
+
+    from kconvert.formats.keras_text import load_config_text
+
+    inner = {"class_name": "Sequential", "config": [{"class_name": "Dense", "config": {"units": 2}}]}
+    with _pytest.warns(UserWarning, match="encoded twice"):
+        assert load_config_text(_json.dumps(_json.dumps(inner)), "json") == inner

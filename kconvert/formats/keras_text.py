@@ -10,6 +10,7 @@ as Python's `json.dumps` writes them.
 from __future__ import annotations
 
 import json
+import warnings
 import os
 from typing import Any
 
@@ -131,6 +132,11 @@ def load_config_text(text: str | bytes, fmt: str | None = None, file=None) -> di
     else:
         obj = _load_yaml(text, file)
 
+    if fmt == "json" and isinstance(obj, str) and obj.lstrip().startswith("{"):
+        # `json.dump(model.to_json(), f)` was a common habit: the file holds the JSON text as a JSON string
+        warnings.warn(f"{file or 'config'}: the JSON is encoded twice (a string holding the model's JSON); "
+                      "decoding it once more", stacklevel=2)
+        return load_config_text(obj, "json", file)
     if not isinstance(obj, dict):
         raise ConfigError(
             f"a Keras configuration must be a {fmt.upper()} mapping at the top level, "
