@@ -5,9 +5,10 @@ __version__ = "0.1.0"
 # models registers Model/Functional/Sequential with the layer registry
 from . import backend, errors, layers, models, ops  # noqa: E402
 from .custom_objects import custom_object_scope, get_custom_objects, register_keras_serializable  # noqa: E402
+from .keras_objects import keras_objects  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model, model_from_json, model_from_yaml  # noqa: E402
 
 __all__ = ["backend", "errors", "layers", "ops", "models", "Input", "Model", "Sequential", "load_model",
            "model_from_json", "model_from_yaml", "custom_object_scope", "get_custom_objects",
-           "register_keras_serializable", "__version__"]
+           "register_keras_serializable", "keras_objects", "__version__"]

@@ -25,6 +25,8 @@ import copy
 import inspect
 from typing import Any
 
+import numpy as np
+
 from ..custom_objects import current_custom_objects, custom_object_scope
 from ..errors import ConfigError, KConvertError, UnknownLayerError
 from ..ir import Node, Value
@@ -117,16 +119,19 @@ _WRAPPED_KEYS = ("layer", "backward_layer")
 _BIDIRECTIONAL_KEYS = (("layer", "forward_layer"), ("backward_layer", "backward_layer"))
 # tf.keras layers Keras 3 has no exact native form of (written from kconvert, they would not load).
 _NO_KERAS3_FORM = {
-    "CuDNNLSTM": "Keras 3 has no CuDNN layers (its LSTM keeps separate input and recurrent biases differently)",
-    "CuDNNGRU": "Keras 3 has no CuDNN layers",
-    "LocallyConnected1D": "Keras 3 removed LocallyConnected layers",
-    "LocallyConnected2D": "Keras 3 removed LocallyConnected layers",
-    "Merge": "Keras 1's Merge layer has no Keras 3 form",
     "TFOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
     "SlicingOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
     "TensorFlowOpLayer": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
     "Lambda": "Keras 3 stores Lambda functions in its own form, which kconvert does not write yet",
 }
+# kconvert-only layers written for Keras 3 as `kconvert>Name` objects; real Keras 3 loads them with
+# `custom_objects=kconvert.keras_objects("keras3")` (kconvert/keras_objects.py).
+KCONVERT_OBJECTS = {"LocallyConnected1D", "LocallyConnected2D", "Merge"}
+KCONVERT_MODULE = "kconvert.keras_objects"
+# Keras 2's hard_sigmoid inside a recurrent layer, written for Keras 3 as this registered function.
+HARD_SIGMOID_K2 = {"module": "builtins", "class_name": "function", "config": "kconvert>HardSigmoidKeras2",
+                   "registered_name": "function"}
+_RECURRENT_ACTIVATIONS = {"activation": "_act", "recurrent_activation": "_ract"}
 # Layers that apply their `activation` to their result last (a Keras 2 hard_sigmoid there can be split off).
 _POST_ACTIVATION = {"Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose",
                     "Conv3DTranspose", "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D", "DepthwiseConv2D"}
@@ -555,7 +560,10 @@ def _layer_config_by_rules(layer: Layer) -> dict:
             config[key] = default if value is None else value
     for key in ("activation", "recurrent_activation"):
         if key in config:
-            config[key] = _activation(config[key])
+            hs_k2 = getattr(layer, _RECURRENT_ACTIVATIONS[key], None) is _hard_sigmoid_k2()
+            config[key] = copy.deepcopy(HARD_SIGMOID_K2) if hs_k2 else _activation(config[key])
+    if cls in KCONVERT_OBJECTS:
+        _check_kconvert_object(layer, config)
     for key, attr in (_BIDIRECTIONAL_KEYS if cls == "Bidirectional" else zip(_WRAPPED_KEYS, _WRAPPED_KEYS)):
         wrapped = getattr(layer, attr, None)
         if isinstance(wrapped, Layer) and (key in config or cls == "Bidirectional"):
@@ -608,7 +616,9 @@ def _entry(layer: Layer, legacy: bool, compile_config: dict | None = None) -> di
     else:
         default = (getattr(type(layer), "keras_module", "keras.layers"), getattr(type(layer), "registered_name", None))
         module, registered = getattr(layer, "_keras3_module", default)
-        if module is None or str(module).startswith(("tf_keras", "keras.src.layers")):
+        if cls in KCONVERT_OBJECTS:
+            module, registered = KCONVERT_MODULE, f"kconvert>{cls}"
+        elif module is None or str(module).startswith(("tf_keras", "keras.src.layers")):
             module, registered = "keras.layers", None
         entry = {"module": module, "class_name": cls, "config": layer_to_keras3_config(layer),
                  "registered_name": registered}
@@ -743,12 +753,68 @@ def _uses_k2_hard_sigmoid(layer: Any, depth: int = 0) -> str | None:
     return None
 
 
+def _check_kconvert_object(layer: Layer, config: dict) -> None:
+    """Refuse what kconvert's real-Keras implementations of its own layers do not compute."""
+    cls = type(layer).__name__
+    if cls.startswith("LocallyConnected") and (config.get("implementation", 1) != 1 or layer.padding != "valid"):
+        raise ConfigError(f"{cls}(implementation={config.get('implementation')}, padding='{layer.padding}') "
+                          "cannot be written for Keras 3: kconvert's Keras 3 LocallyConnected implements tf.keras's "
+                          "implementation=1 with padding='valid' only", layer=layer.name)
+    if cls == "Merge" and (config.get("layers") or callable(getattr(layer, "mode", None))):
+        raise ConfigError("a Keras 1 Merge of models or with a function mode cannot be written for Keras 3; only "
+                          "Merge called on tensors with a named mode can", layer=layer.name)
+
+
+_NATIVE: dict[str, Any] = {}
+
+
+def _native_rewrite(*class_names: str):
+    """Register `fn(layer) -> layer`: the exact native Keras 3 layer (built, with weights) for a kconvert layer."""
+    def register(fn):
+        for name in class_names:
+            _NATIVE[name] = fn
+        return fn
+    return register
+
+
+def _rebuilt(layer: Layer, class_name: str, config: dict, weights: list) -> Layer:
+    new = LAYERS[class_name].from_config(config)
+    new._maybe_build(layer._build_input_shape)
+    new.set_weights(weights)
+    return new
+
+
+def _cudnn_config(layer: Layer) -> dict:
+    config = layer.get_config()
+    for key in ("time_major", "bias_initializer"):  # the bias initializer is the CuDNN bias's; the weights are set
+        config.pop(key, None)
+    return config
+
+
+@_native_rewrite("CuDNNLSTM")
+def _cudnn_lstm(layer: Layer) -> Layer:
+    """CuDNNLSTM -> LSTM: the kernels as the layer computes with them, the input and recurrent biases summed."""
+    return _rebuilt(layer, "LSTM", _cudnn_config(layer),
+                    [layer._input_kernel(), layer._state_kernel(), layer._input_bias()])
+
+
+@_native_rewrite("CuDNNGRU")
+def _cudnn_gru(layer: Layer) -> Layer:
+    """CuDNNGRU -> GRU(reset_after=True): the kernels as the layer computes with them, bias rows (input, recurrent)."""
+    return _rebuilt(layer, "GRU", {**_cudnn_config(layer), "reset_after": True},
+                    [layer._input_kernel(), layer._state_kernel(),
+                     np.stack([layer._input_bias(), layer._recurrent_bias()])])
+
+
 def _rewrite_for(layer: Layer) -> list[Layer] | None:
     """The chain of native Keras 3 layers that computes exactly what `layer` computes, or None if it is native.
 
     Raises ConfigError naming the layer when no exact Keras 3 form exists.
     """
     cls = type(layer).__name__
+    native = _NATIVE.get(cls)
+    if native is not None and not hasattr(layer, "_keras3_module"):
+        return [native(layer)]
     reason = _NO_KERAS3_FORM.get(cls)
     if reason is not None and not hasattr(layer, "_keras3_module"):
         raise ConfigError(f"{cls}: {reason}, so the model cannot be written for Keras 3", layer=layer.name)
@@ -756,8 +822,9 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     if cls == "ThresholdedReLU":
         return [relu(threshold=float(layer.theta), name=layer.name, dtype=layer._dtype_config)]
     attr = _uses_k2_hard_sigmoid(layer)
-    if attr is None:
-        return None
+    if attr is None or (attr in _RECURRENT_ACTIVATIONS.values() and keras3_class_name(layer) in
+                        ("LSTM", "GRU", "SimpleRNN")):
+        return None  # a recurrent layer writes Keras 2's hard_sigmoid as HARD_SIGMOID_K2
     rescaling = LAYERS.get("Rescaling")
     if rescaling is None:
         raise ConfigError("Keras 2's hard_sigmoid needs a Rescaling layer to be written for Keras 3",

@@ -10,8 +10,8 @@ as Python's `json.dumps` writes them.
 from __future__ import annotations
 
 import json
-import warnings
 import os
+import warnings
 from typing import Any
 
 import numpy as np

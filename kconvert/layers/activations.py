@@ -148,6 +148,8 @@ ACTIVATIONS: dict[str, Callable] = {
     "sparse_sigmoid": sparse_sigmoid,
     "squareplus": squareplus,
     "sparsemax": sparsemax,
+    # Keras 2's hard_sigmoid as kconvert writes it into Keras 3 recurrent layers (kconvert/keras_objects.py)
+    "kconvert>HardSigmoidKeras2": _hard_sigmoid_keras2,
 }
 
 # names each Keras writes for a function that has two (tf_keras writes "swish" for silu; Keras 3 "silu")
