@@ -24,6 +24,19 @@ FAMILIES = {
 # families keras.applications (Keras 3.15) does not have; test_keras3_lacks checks the list stays true
 KERAS3_LACKS = {"ResNetRS50", "RegNetX002"}
 
+# kconvert gaps found by these tests (reported, not yet fixed in kconvert/): strict, so a fix turns them red
+_TFOP_ADD = "kconvert cannot write tf_keras' TFOpLambda 'tf.__operators__.add' for Keras 3 (ConfigError on save)"
+_K3_OP = "kconvert reads no Keras 3 operation nodes (keras.src.ops.numpy.Add) in a functional config"
+UPGRADE_XFAIL = {
+    "ConvNeXtTiny": _TFOP_ADD, "MobileNetV3Small": _TFOP_ADD, "RegNetX002": _TFOP_ADD,
+}
+KERAS3_XFAIL = {"ConvNeXtTiny": _K3_OP, "MobileNetV3Small": _K3_OP}
+
+
+def _params(names, xfail):
+    return [pytest.param(n, marks=pytest.mark.xfail(reason=xfail[n], strict=True)) if n in xfail else n
+            for n in sorted(names)]
+
 
 def randomize_batchnorm(model, rng):
     """BatchNormalization statistics away from their defaults, so folding/ordering mistakes show."""
@@ -90,7 +103,7 @@ def test_tf_keras_application(name, tf_keras_cases):
     assert ours.count_params() == params
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+@pytest.mark.parametrize("name", _params(FAMILIES, UPGRADE_XFAIL))
 def test_tf_keras_application_upgrades_to_keras3(name, tf_keras_cases, keras3, tmp_path):
     """kconvert writes the tf_keras model as a .keras archive that real Keras 3 loads and predicts exactly."""
     x, ref, params, ours = tf_keras_cases(name)
@@ -102,7 +115,7 @@ def test_tf_keras_application_upgrades_to_keras3(name, tf_keras_cases, keras3, t
     keras3.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", sorted(set(FAMILIES) - KERAS3_LACKS))
+@pytest.mark.parametrize("name", _params(set(FAMILIES) - KERAS3_LACKS, KERAS3_XFAIL))
 def test_keras3_application(name, keras3, tmp_path):
     """The architecture built with real Keras 3, saved as .keras, loads in kconvert and predicts exactly."""
     model, x = build(keras3, name, FAMILIES[name], np.random.default_rng(4321))

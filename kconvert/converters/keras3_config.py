@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import copy
 import inspect
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -614,7 +616,8 @@ def _entry(layer: Layer, legacy: bool, compile_config: dict | None = None) -> di
                  "registered_name": "Functional", "build_config": {"input_shape": None},
                  "compile_config": compile_config or {}}
     else:
-        default = (getattr(type(layer), "keras_module", "keras.layers"), getattr(type(layer), "registered_name", None))
+        default = (getattr(type(layer), "keras3_module", None) or getattr(type(layer), "keras_module", "keras.layers"),
+                   getattr(type(layer), "registered_name", None))
         module, registered = getattr(layer, "_keras3_module", default)
         if cls in KCONVERT_OBJECTS:
             module, registered = KCONVERT_MODULE, f"kconvert>{cls}"
@@ -865,12 +868,56 @@ def prepare_for_keras3(model: Layer) -> Layer:
         if chain is not None and len(chain) != 1:
             raise ConfigError("becomes several Keras 3 layers; save it inside a model", layer=model.name)
         return chain[0] if chain else model
-    if not any(_rewrite_for(la) is not None for m in _models(model) for la in m.layers):
+    rewrite = any(_rewrite_for(la) is not None for m in _models(model) for la in m.layers)
+    rename = any("/" in la.name for m in _models(model) for la in m.layers)
+    if not rewrite and not rename:
         return model
-    model = copy.deepcopy(model)
+    model = _deep_copy(model)
     for m in _models(model):
         _rewrite_graph(m)
+        _rename_slashes(m)
     return model
+
+
+def _deep_copy(obj: Any) -> Any:
+    """copy.deepcopy of a layer graph; deep graphs (DenseNet: ~430 chained layers) recurse far deeper than
+    Python's default limit, so the copy runs in a thread with a large stack and a raised recursion limit."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, 200_000))
+        try:
+            out["value"] = copy.deepcopy(obj)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            out["error"] = e
+        finally:
+            sys.setrecursionlimit(limit)
+
+    size = threading.stack_size(512 * 1024 * 1024)
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    finally:
+        threading.stack_size(size)
+    if "error" in out:
+        raise out["error"]
+    return out["value"]
+
+
+def _rename_slashes(model: Layer) -> None:
+    """Keras 3 refuses '/' in layer names (tf.keras allowed it: DenseNet's 'conv1/conv'); use '_' instead."""
+    taken = {la.name for la in model.layers}
+    for layer in model.layers:
+        if "/" not in layer.name:
+            continue
+        name = base = layer.name.replace("/", "_")
+        i = 1
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        layer.name = name
 
 
 def _rewrite_graph(model: Layer) -> None:

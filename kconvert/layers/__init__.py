@@ -9,6 +9,7 @@ from . import (
     convolutional,
     core,
     embedding,
+    keras3_ops,
     lambda_layer,
     legacy_merge,
     locally_connected,
@@ -52,5 +53,5 @@ __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activat
            "keras_dialect", "register_layer", "deserialize", "serialize",
            # the modules themselves are imported for their @register_layer side effect
            "activation_layers", "applications", "attention", "conv_recurrent", "convolutional", "core",
-           "embedding", "lambda_layer", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
+           "embedding", "keras3_ops", "lambda_layer", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
            "preprocessing", "recurrent", "regularization", "reshaping", "tf_op_layers", "wrappers"]

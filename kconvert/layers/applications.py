@@ -11,6 +11,8 @@ from .base import Layer, register_layer
 class CustomScaleLayer(Layer):
     """InceptionResNetV2's residual scaling: inputs[0] + inputs[1] * scale."""
 
+    keras3_module = "keras.src.applications.inception_resnet_v2"  # where Keras 3 defines it (unregistered)
+
     def __init__(self, scale, **kwargs):
         super().__init__(**kwargs)
         self.scale = scale
@@ -28,6 +30,8 @@ class CustomScaleLayer(Layer):
 @register_layer()
 class LayerScale(Layer):
     """ConvNeXt's per-channel scale: x * gamma, gamma of shape (projection_dim,)."""
+
+    keras3_module = "keras.src.applications.convnext"
 
     def __init__(self, init_values, projection_dim, **kwargs):
         super().__init__(**kwargs)
@@ -48,6 +52,8 @@ class LayerScale(Layer):
 @register_layer()
 class StochasticDepth(Layer):
     """ConvNeXt's batch-wise residual drop; the identity at inference."""
+
+    keras3_module = "keras.src.applications.convnext"
 
     def __init__(self, drop_path_rate, **kwargs):
         super().__init__(**kwargs)
