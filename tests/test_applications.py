@@ -25,12 +25,8 @@ FAMILIES = {
 KERAS3_LACKS = {"ResNetRS50", "RegNetX002"}
 
 # kconvert gaps found by these tests (reported, not yet fixed in kconvert/): strict, so a fix turns them red
-_TFOP_ADD = "kconvert cannot write tf_keras' TFOpLambda 'tf.__operators__.add' for Keras 3 (ConfigError on save)"
-_K3_OP = "kconvert reads no Keras 3 operation nodes (keras.src.ops.numpy.Add) in a functional config"
-UPGRADE_XFAIL = {
-    "ConvNeXtTiny": _TFOP_ADD, "MobileNetV3Small": _TFOP_ADD, "RegNetX002": _TFOP_ADD,
-}
-KERAS3_XFAIL = {"ConvNeXtTiny": _K3_OP, "MobileNetV3Small": _K3_OP}
+UPGRADE_XFAIL: dict[str, str] = {}
+KERAS3_XFAIL: dict[str, str] = {}
 
 
 def _params(names, xfail):
