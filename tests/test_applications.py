@@ -24,15 +24,6 @@ FAMILIES = {
 # families keras.applications (Keras 3.15) does not have; test_keras3_lacks checks the list stays true
 KERAS3_LACKS = {"ResNetRS50", "RegNetX002"}
 
-# kconvert gaps found by these tests (reported, not yet fixed in kconvert/): strict, so a fix turns them red
-UPGRADE_XFAIL: dict[str, str] = {}
-KERAS3_XFAIL: dict[str, str] = {}
-
-
-def _params(names, xfail):
-    return [pytest.param(n, marks=pytest.mark.xfail(reason=xfail[n], strict=True)) if n in xfail else n
-            for n in sorted(names)]
-
 
 def randomize_batchnorm(model, rng):
     """BatchNormalization statistics away from their defaults, so folding/ordering mistakes show."""
@@ -99,7 +90,7 @@ def test_tf_keras_application(name, tf_keras_cases):
     assert ours.count_params() == params
 
 
-@pytest.mark.parametrize("name", _params(FAMILIES, UPGRADE_XFAIL))
+@pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_tf_keras_application_upgrades_to_keras3(name, tf_keras_cases, keras3, tmp_path):
     """kconvert writes the tf_keras model as a .keras archive that real Keras 3 loads and predicts exactly."""
     x, ref, params, ours = tf_keras_cases(name)
@@ -111,7 +102,7 @@ def test_tf_keras_application_upgrades_to_keras3(name, tf_keras_cases, keras3, t
     keras3.backend.clear_session()
 
 
-@pytest.mark.parametrize("name", _params(set(FAMILIES) - KERAS3_LACKS, KERAS3_XFAIL))
+@pytest.mark.parametrize("name", sorted(set(FAMILIES) - KERAS3_LACKS))
 def test_keras3_application(name, keras3, tmp_path):
     """The architecture built with real Keras 3, saved as .keras, loads in kconvert and predicts exactly."""
     model, x = build(keras3, name, FAMILIES[name], np.random.default_rng(4321))

@@ -34,6 +34,8 @@ from ..errors import ConfigError, KConvertError, UnknownLayerError
 from ..ir import Node, Value
 from ..layers import LAYERS, Layer, get_layer_class, keras_dialect
 from ..layers.base import _BASE_KWARGS, is_shape_list, safe_mode_scope
+from ..layers.call_args import ArgsNode, map_structure
+from ..layers.keras3_ops import KERAS3_OPS, from_tf_op
 from .keras3_weights import keras3_class_name, keras3_layers
 
 __all__ = ["is_keras3_config", "model_from_keras3_config", "model_to_keras3_config", "layer_to_keras3_config",
@@ -215,8 +217,7 @@ def _deserialize(entry: dict, custom_objects: dict) -> Layer:
     if not isinstance(class_name, str) or not isinstance(config, dict):
         raise ConfigError(f"malformed layer entry {str(entry)[:80]}", layer=name)
     if _is_op(entry):
-        raise UnknownLayerError(f"the Keras 3 operation '{class_name}' ({entry.get('module')}) used on model "
-                                "tensors is not supported; only mask operations are", layer=name)
+        return _operation(entry, class_name, config, name)
     registered = entry.get("registered_name")
     key = registered if isinstance(registered, str) and registered in custom_objects else class_name
     cls = get_layer_class(key, custom_objects, name)
@@ -240,6 +241,68 @@ def _deserialize(entry: dict, custom_objects: dict) -> Layer:
     if inner:
         layer._keras3_inner = [(layer_config[k], e) for k, e in inner]
     return layer
+
+
+def _operation(entry: dict, class_name: str, config: dict, name: str | None) -> Layer:
+    """A Keras 3 operation entry (`keras.src.ops.*`) as its kconvert layer (kconvert/layers/keras3_ops.py)."""
+    cls = KERAS3_OPS.get(class_name)
+    if cls is None or class_name in _MASK_OPS:
+        raise UnknownLayerError(f"the Keras 3 operation '{class_name}' ({entry.get('module')}) used on model "
+                                f"tensors is not supported; supported: {', '.join(sorted(KERAS3_OPS))}", layer=name)
+    try:
+        layer = cls.from_config(dict(config))
+    except KConvertError as e:
+        raise e.with_context(layer=name) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid Keras 3 operation {class_name} config: {e}", layer=name) from e
+    layer._keras3_module = (entry.get("module"), entry.get("registered_name"))
+    return layer
+
+
+def _is_operation(layer: Any) -> bool:
+    return bool(getattr(type(layer), "keras3_operation", False))
+
+
+class _Ref:
+    """The place of the i-th tensor in an operation's call arguments."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int):
+        self.index = index
+
+
+def _parse_op_node(node: Any, layer: str) -> tuple[list, Any]:
+    """(tensor references, `fill(tensors) -> (args, kwargs)`) of an operation's inbound node: every positional
+    argument, tensors and constants alike, as Keras 3 calls the operation."""
+    if not isinstance(node, dict):
+        raise ConfigError(f"malformed inbound node of a Keras 3 operation {str(node)[:80]}", layer=layer)
+    refs: list = []
+
+    def decode(x):
+        if isinstance(x, dict):
+            if x.get("class_name") == "__keras_tensor__":
+                refs.append(_tensor_history(x, layer))
+                return _Ref(len(refs) - 1)
+            if x.get("class_name") == "__slice__":
+                c = x.get("config") or {}
+                return slice(c.get("start"), c.get("stop"), c.get("step"))
+            if x.get("class_name") == "__ellipsis__":
+                return Ellipsis
+            return {k: decode(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [decode(v) for v in x]
+        return x
+
+    args, kwargs = decode(list(node.get("args") or [])), decode(dict(node.get("kwargs") or {}))
+
+    def fill(tensors: list) -> tuple[list, dict]:
+        def put(x):
+            return tensors[x.index] if isinstance(x, _Ref) else x
+
+        return map_structure(args, put), map_structure(kwargs, put)
+
+    return refs, fill
 
 
 def _accepted(cls: type) -> set[str]:
@@ -346,7 +409,8 @@ def _functional(config: dict, custom_objects: dict) -> Layer:
     entries = config.get("layers")
     if not isinstance(entries, list):
         raise ConfigError("a functional model config needs a 'layers' list", layer=model_name)
-    op_names = {e.get("name") for e in entries if isinstance(e, dict) and _is_op(e)}
+    # mask operations are set aside; the other operations are built as layers
+    op_names = {e.get("name") for e in entries if isinstance(e, dict) and _is_op(e) and e.get("class_name") in _MASK_OPS}
     created: dict[str, Layer] = {}
     pending: dict[str, list] = {}
     order: list[str] = []
@@ -369,6 +433,12 @@ def _functional(config: dict, custom_objects: dict) -> Layer:
             raise ConfigError("'inbound_nodes' must be a list", layer=name)
         parsed = []
         for i, node in enumerate(nodes):
+            if _is_operation(layer):
+                refs, fill = _parse_op_node(node, name)
+                if any(r[0] in op_names for r in refs):
+                    raise UnknownLayerError("takes the output of a Keras 3 mask operation as an input", layer=name)
+                parsed.append((refs, True, {}, fill))
+                continue
             refs, nested, kwargs, original = _parse_node(node, name)
             if any(r[0] in op_names for r in refs):
                 raise UnknownLayerError("takes the output of a Keras 3 operation as an input; only mask "
@@ -379,7 +449,7 @@ def _functional(config: dict, custom_objects: dict) -> Layer:
                     raise ConfigError(f"gets a mask from the output of {sorted(sources)}; kconvert computes masks "
                                       "from the layers' own mask support only", layer=name)
                 graph_stash["kwargs"][(name, i)] = original
-            parsed.append((refs, nested, kwargs))
+            parsed.append((refs, nested, kwargs, None))
         pending[name] = parsed
         order.append(name)
 
@@ -408,10 +478,14 @@ def _functional(config: dict, custom_objects: dict) -> Layer:
         for name in order:
             queue = pending[name]
             while queue and all(available(r) for r in queue[0][0]):
-                refs, nested, kwargs = queue.pop(0)
+                refs, nested, kwargs, fill = queue.pop(0)
                 inputs = [tensor(r) for r in refs]
                 try:
-                    created[name](inputs if nested else inputs[0], **kwargs)
+                    if fill is not None:
+                        args, kwargs = fill(inputs)
+                        created[name](args, **kwargs)
+                    else:
+                        created[name](inputs if nested else inputs[0], **kwargs)
                 except KConvertError as e:
                     raise e.with_context(layer=name) from None
                 progressed = True
@@ -615,6 +689,10 @@ def _entry(layer: Layer, legacy: bool, compile_config: dict | None = None) -> di
         entry = {"module": FUNCTIONAL_MODULE, "class_name": "Functional", "config": _functional_config(layer, legacy),
                  "registered_name": "Functional", "build_config": {"input_shape": None},
                  "compile_config": compile_config or {}}
+    elif _is_operation(layer):  # Keras 3 writes an operation's own config only, and no build_config
+        module, registered = getattr(layer, "_keras3_module", (type(layer).keras3_module, cls))
+        entry = {"module": module, "class_name": cls, "config": _json_plain(layer.get_config()),
+                 "registered_name": registered}
     else:
         default = (getattr(type(layer), "keras3_module", None) or getattr(type(layer), "keras_module", "keras.layers"),
                    getattr(type(layer), "registered_name", None))
@@ -679,12 +757,14 @@ def _functional_config(model, legacy: bool) -> dict:
         entry["name"] = layer.name
         inbound = []
         own = [n for n in layer._inbound_nodes if id(n) in model_nodes and not n.is_input]
+        if _is_operation(layer):
+            own, entry["inbound_nodes"] = [], [_op_node(node, tensor) for node in own]
         for pos, node in enumerate(own):
             kwargs = stash["kwargs"].get((layer.name, pos))
             args = [tensor(v) for v in node.inputs]
             inbound.append({"args": [args] if node.nested else args[:1],
                             "kwargs": copy.deepcopy(kwargs) if kwargs is not None else _node_kwargs(layer, node)})
-        entry["inbound_nodes"] = inbound
+        entry.setdefault("inbound_nodes", inbound)
         layers.append(entry)
     layers = _restore_ops(layers, stash, legacy)
 
@@ -701,6 +781,25 @@ def _functional_config(model, legacy: bool) -> dict:
         outs = outs[0] if isinstance(outs, (list, tuple)) and len(outs) == 1 else outs
     return {"name": model.name, "trainable": model.trainable, "layers": layers,
             "input_layers": structure(ins, io_ref), "output_layers": structure(outs, io_ref)}
+
+
+def _op_node(node: Node, tensor) -> dict:
+    """An operation's inbound node as Keras 3 writes it: every positional argument in `args`."""
+    def encode(x):
+        if isinstance(x, Value):
+            return tensor(x)
+        if isinstance(x, slice):
+            return {"class_name": "__slice__", "config": {"start": x.start, "stop": x.stop, "step": x.step}}
+        if x is Ellipsis:
+            return {"class_name": "__ellipsis__", "config": {}}
+        if isinstance(x, dict):
+            return {k: encode(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [encode(v) for v in x]
+        return _json_plain(x)
+
+    first = node.first_arg if isinstance(node.first_arg, (list, tuple)) else [node.first_arg]
+    return {"args": encode(list(first)), "kwargs": encode(dict(node.kwargs))}
 
 
 def _restore_ops(layers: list[dict], stash: dict, legacy: bool) -> list[dict]:
@@ -818,6 +917,8 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     native = _NATIVE.get(cls)
     if native is not None and not hasattr(layer, "_keras3_module"):
         return [native(layer)]
+    if cls in _TF_OPS and all(_tf_op_call(layer, n) is not None for n in layer._inbound_nodes):
+        return [layer]  # _rewrite_graph replaces each call by its Keras 3 operation
     reason = _NO_KERAS3_FORM.get(cls)
     if reason is not None and not hasattr(layer, "_keras3_module"):
         raise ConfigError(f"{cls}: {reason}, so the model cannot be written for Keras 3", layer=layer.name)
@@ -844,6 +945,16 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     raise ConfigError(f"computes Keras 2's hard_sigmoid, clip(0.2x + 0.5, 0, 1), through '{attr}'; Keras 3's "
                       "hard_sigmoid is relu6(x + 3) / 6 and no native Keras 3 form computes Keras 2's inside this "
                       "layer, so it cannot be written for Keras 3", layer=layer.name)
+
+
+_TF_OPS = ("TFOpLambda", "SlicingOpLambda")
+
+
+def _tf_op_call(layer: Layer, node: Node, name: str | None = None):
+    """(Keras 3 operation, args, kwargs) computing one call of a tf.keras TFOpLambda, or None."""
+    if not isinstance(node, ArgsNode):
+        return None
+    return from_tf_op(layer.function, node.first_arg, node.kwargs, name or layer.name)
 
 
 def _models(model: Layer) -> list[Layer]:
@@ -930,6 +1041,17 @@ def _rewrite_graph(model: Layer) -> None:
     for node in model_nodes:
         chain = chains.get(id(node.layer))
         if not chain:
+            continue
+        if type(node.layer).__name__ in _TF_OPS:  # a TensorFlow op: its Keras 3 operation, called alike
+            calls = [n for n in model_nodes if n.layer is node.layer]
+            suffix = f"_{calls.index(node)}" if calls.index(node) else ""
+            op, args, kwargs = _tf_op_call(node.layer, node, f"{node.layer.name}{suffix}")
+            new = ArgsNode(op, args, kwargs)
+            op.built = True
+            new.outputs = list(node.outputs)
+            for v in new.outputs:
+                v.node = new
+            replaced[id(node.layer)] = [op]
             continue
         for la in chain:
             if la.name in taken and la.name != node.layer.name:

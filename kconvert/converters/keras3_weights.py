@@ -111,7 +111,7 @@ def _walk_container(items: list, path: str, visited: set[int], visit) -> None:
         if isinstance(item, (list, tuple, dict)):
             values = list(item.values()) if isinstance(item, dict) else list(item)
             _walk_container(values, f"{path}/{unique('container')}", visited, visit)
-        elif hasattr(item, "keras3_state"):
+        elif hasattr(item, "keras3_state") and not getattr(item, "keras3_operation", False):
             _walk(item, f"{path}/{unique(to_snake_case(keras3_class_name(item)))}", visited, visit)
 
 

@@ -39,10 +39,7 @@ class Keras3Op(CallArgsLayer):
         super().__init__(name=name, **kwargs)
         self.params = params
 
-    @property
-    def keras3_state(self):
-        """Keras 3 saves no state for operations (they are not in `model.layers`): no weight path is theirs."""
-        raise AttributeError("a Keras 3 operation has no saved state")
+    keras3_operation = True  # Keras 3 saves no state for operations (they are not in `model.layers`)
 
     @staticmethod
     def op(*args, **kwargs):  # replaced per class by the registered function
@@ -226,10 +223,10 @@ TF_TO_KERAS3: dict[str, tuple[str, tuple[str, ...], dict[str, str]]] = {
     **{f"math.reduce_{f}": (k, ("input_tensor",), {"axis": "axis", "keepdims": "keepdims"})
        for f, k in (("mean", "Mean"), ("sum", "Sum"), ("max", "Max"), ("min", "Min"))},
     "reshape": ("Reshape", ("tensor",), {"shape": "newshape"}),
-    "transpose": ("Transpose", ("a",), {"perm": "axes"}),
+    **{f: ("Transpose", ("a",), {"perm": "axes"}) for f in ("transpose", "compat.v1.transpose")},
     "concat": ("Concatenate", ("values",), {"axis": "axis"}),
     "expand_dims": ("ExpandDims", ("input",), {"axis": "axis"}),
-    "squeeze": ("Squeeze", ("input",), {"axis": "axis"}),
+    **{f: ("Squeeze", ("input",), {"axis": "axis"}) for f in ("squeeze", "compat.v1.squeeze")},
     "__operators__.getitem": ("GetItem", ("tensor", "slice_spec"), {}),
 }
 _IGNORED_TF_ARGS = {"name", "var"}
@@ -244,6 +241,11 @@ def from_tf_op(function: str, first: Any, kwargs: dict, name: str) -> tuple[Kera
         return None
     class_name, tensor_args, param_names = spec
     given = dict(kwargs)
+    if given.get("conjugate") is False:  # transpose of real numbers
+        given.pop("conjugate")
+    if given.get("squeeze_dims") is not None and given.get("axis") is None:  # compat.v1.squeeze's old name
+        given["axis"] = given.pop("squeeze_dims")
+    given.pop("squeeze_dims", None)
     given.setdefault(tensor_args[0], first)
     extra = set(given) - set(tensor_args) - set(param_names) - _IGNORED_TF_ARGS
     if extra or any(a not in given for a in tensor_args):
