@@ -126,8 +126,10 @@ _NO_KERAS3_FORM = {
     "TFOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
     "SlicingOpLambda": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
     "TensorFlowOpLayer": "TensorFlow operations recorded by tf.keras have no Keras 3 form",
-    "Lambda": "Keras 3 stores Lambda functions in its own form, which kconvert does not write yet",
 }
+# Keys of tf.keras's Lambda config that Keras 3's lacks (it writes the functions as `__lambda__` objects).
+_TF_KERAS_LAMBDA_KEYS = ("function_type", "module", "output_shape_type", "output_shape_module", "mask_type",
+                         "mask_module", "output_shape", "mask")
 # kconvert-only layers written for Keras 3 as `kconvert>Name` objects; real Keras 3 loads them with
 # `custom_objects=kconvert.keras_objects("keras3")` (kconvert/keras_objects.py).
 KCONVERT_OBJECTS = {"LocallyConnected1D", "LocallyConnected2D", "Merge"}
@@ -611,6 +613,9 @@ def _layer_config_by_rules(layer: Layer) -> dict:
     cls = keras3_class_name(layer)
     with keras_dialect(3):
         config = copy.deepcopy(layer.get_config())
+    if cls == "Lambda" and not hasattr(layer, "_keras3_module"):  # read from tf.keras or built in kconvert
+        config = {k: v for k, v in config.items() if k not in _TF_KERAS_LAMBDA_KEYS}
+        config.update(layer.keras3_function_config())
     config = _json_plain(_strip_shared_ids(config))
     if cls not in PLAIN_DTYPE:
         config["dtype"] = _policy(config.get("dtype"))
@@ -919,6 +924,9 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
         return [native(layer)]
     if cls in _TF_OPS and all(_tf_op_call(layer, n) is not None for n in layer._inbound_nodes):
         return [layer]  # _rewrite_graph replaces each call by its Keras 3 operation
+    if cls == "Lambda" and not hasattr(layer, "_keras3_module"):
+        layer.keras3_function_config()  # raises ConfigError naming the layer when a function is not Python code
+        return None
     reason = _NO_KERAS3_FORM.get(cls)
     if reason is not None and not hasattr(layer, "_keras3_module"):
         raise ConfigError(f"{cls}: {reason}, so the model cannot be written for Keras 3", layer=layer.name)

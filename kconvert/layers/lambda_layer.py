@@ -184,6 +184,23 @@ class Lambda(Layer):
 
     from_config_with_objects = from_config
 
+    def keras3_function_config(self) -> dict:
+        """The function fields as Keras 3 writes them: Python functions as `__lambda__` bytecode of this Python
+        (Keras 3 loads them with safe_mode=False), a raw output shape as a list, and the `arguments`.
+
+        Raises ConfigError naming the layer when a function is not a Python function (a callable object, a
+        builtin), whose code Keras 3 could not store.
+        """
+        config: dict[str, Any] = {"function": _keras3_function(self.function, "function", self.name)}
+        spec = self._output_shape
+        if spec is not None:
+            config["output_shape"] = (_keras3_function(spec, "output_shape", self.name) if callable(spec)
+                                      else _plain_shape(spec))
+        if self.mask is not None:
+            config["mask"] = _keras3_function(self.mask, "mask", self.name) if callable(self.mask) else self.mask
+        config["arguments"] = {k: _dump_argument(v) for k, v in self.arguments.items()}
+        return config
+
 
 # ---------------------------------------------------------------------------------------------- reading
 
@@ -195,6 +212,8 @@ def _resolve(value, type_: str | None, module: str | None, what: str, layer: str
         if kind == "__lambda__" and isinstance(inner, dict):
             code, defaults, closure = inner["value"] if "value" in inner else (
                 inner.get("code"), inner.get("defaults"), inner.get("closure"))
+            if isinstance(code, (list, tuple)):  # the dump as one list (how kconvert writes defaults, below)
+                code, defaults, closure = (list(code) + [None, None])[:3]
             return _load_code(code, defaults, closure, what, layer, objects)
         if kind == "function":
             return _named(value.get("registered_name") or inner, value.get("module"), what, layer, objects)
@@ -323,6 +342,27 @@ def _dump_function(value) -> tuple[Any, str, str | None]:
     if callable(value):
         return value.__name__, "function", getattr(value, "__module__", None)
     return (list(value) if isinstance(value, tuple) else value), "raw", None
+
+
+def _keras3_function(fn, what: str, layer: str | None) -> dict:
+    """Keras 3's `__lambda__` form of a Python function (`keras.src.utils.python_utils.func_dump`)."""
+    if not isinstance(fn, types.FunctionType):
+        raise ConfigError(f"Lambda: Keras 3 stores a Lambda's {what} as Python bytecode, and this one is a "
+                          f"{type(fn).__name__}, not a Python function, so the model cannot be written for Keras 3; "
+                          f"supply a Python function under the layer's name: custom_objects={{'{layer}': fn}}",
+                          layer=layer)
+    code, defaults, closure = _dump_function(fn)[0]
+    if defaults is not None:
+        # Keras 3's Lambda passes `defaults` read back from JSON as a list, which Python refuses; its func_load
+        # makes a tuple of them only when `code` holds the whole dump, so the dump goes there too
+        code = [code, defaults, closure]
+    return {"class_name": "__lambda__", "config": {"code": code, "defaults": defaults, "closure": closure}}
+
+
+def _plain_shape(spec):
+    if isinstance(spec, (list, tuple)):
+        return [_plain_shape(s) for s in spec]
+    return spec
 
 
 def _dump_argument(value):
