@@ -366,16 +366,6 @@ def test_upgrade_rewrites_layers_keras3_lacks(k3, tmp_path):
 
 def test_layers_without_a_keras3_form_are_refused_and_nothing_is_written(tmp_path):
     """What neither Keras 3 nor kconvert.keras_objects can express is a clear error naming the layer."""
-    from kconvert.layers import keras_dialect
-
-    with keras_dialect(2):
-        inp = kconvert.Input((5, 3))
-        lstm = kconvert.layers.LSTM(2, recurrent_activation="hard_sigmoid", name="old_lstm")
-        out = kconvert.layers.Bidirectional(lstm, name="bi")(inp)
-    model = kconvert.Model(inp, out)
-    with pytest.raises(ConfigError, match="hard_sigmoid"):
-        model.save(tmp_path / "x.keras")
-    assert not (tmp_path / "x.keras").exists()
     inp = kconvert.Input((6, 3))
     model = kconvert.Model(inp, kconvert.layers.LocallyConnected1D(2, 3, implementation=2, name="local")(inp))
     with pytest.raises(ConfigError, match="local"):

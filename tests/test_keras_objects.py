@@ -156,3 +156,20 @@ def test_keras_objects_unknown_target():
         kconvert.keras_objects("keras4")
     assert set(kconvert.keras_objects("keras3")) >= {"kconvert>LocallyConnected1D", "kconvert>LocallyConnected2D",
                                                      "kconvert>Merge", "kconvert>HardSigmoidKeras2"}
+
+
+def test_keras2_hard_sigmoid_inside_bidirectional_upgrades(tfk, tmp_path, rng):
+    """A Bidirectional LSTM with Keras 2's hard_sigmoid gate activation, written for Keras 3."""
+    import keras
+
+    inp = tfk.Input((6, 4))
+    out = tfk.layers.Bidirectional(tfk.layers.LSTM(3, recurrent_activation="hard_sigmoid"), name="bi")(inp)
+    model = tfk.Model(inp, out)
+    model.set_weights([rng.normal(0, 0.6, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "bi.h5")
+    x = (3 * rng.normal(size=(2, 6, 4))).astype("float32")
+    ours = kconvert.load_model(tmp_path / "bi.h5")
+    ours.save(tmp_path / "bi.keras")
+    back = keras.saving.load_model(tmp_path / "bi.keras", custom_objects=kconvert.keras_objects("keras3"))
+    assert_close(np.asarray(back.predict(x, verbose=0)), model.predict(x, verbose=0))
+    assert_close(kconvert.load_model(tmp_path / "bi.keras").predict(x), model.predict(x, verbose=0))

@@ -846,6 +846,15 @@ def _hard_sigmoid_k2():
     return activations._hard_sigmoid_keras2
 
 
+def _in_recurrent_cell(layer: Any, attr: str) -> bool:
+    """True when the attribute path `attr` ('_ract', 'forward_layer._ract', ...) is a recurrent layer's
+    activation, which the config writer emits as HARD_SIGMOID_K2 (also inside Bidirectional/TimeDistributed)."""
+    *owners, last = attr.split(".")
+    for name in owners:
+        layer = getattr(layer, name, None)
+    return last in _RECURRENT_ACTIVATIONS.values() and keras3_class_name(layer) in ("LSTM", "GRU", "SimpleRNN")
+
+
 def _uses_k2_hard_sigmoid(layer: Any, depth: int = 0) -> str | None:
     """The attribute through which a layer computes Keras 2's hard_sigmoid, or None."""
     target = _hard_sigmoid_k2()
@@ -934,9 +943,8 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     if cls == "ThresholdedReLU":
         return [relu(threshold=float(layer.theta), name=layer.name, dtype=layer._dtype_config)]
     attr = _uses_k2_hard_sigmoid(layer)
-    if attr is None or (attr in _RECURRENT_ACTIVATIONS.values() and keras3_class_name(layer) in
-                        ("LSTM", "GRU", "SimpleRNN")):
-        return None  # a recurrent layer writes Keras 2's hard_sigmoid as HARD_SIGMOID_K2
+    if attr is None or _in_recurrent_cell(layer, attr):
+        return None  # a recurrent layer (wrapped or not) writes Keras 2's hard_sigmoid as HARD_SIGMOID_K2
     rescaling = LAYERS.get("Rescaling")
     if rescaling is None:
         raise ConfigError("Keras 2's hard_sigmoid needs a Rescaling layer to be written for Keras 3",
