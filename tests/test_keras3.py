@@ -367,7 +367,8 @@ def test_upgrade_rewrites_layers_keras3_lacks(k3, tmp_path):
 def test_layers_without_a_keras3_form_are_refused_and_nothing_is_written(tmp_path):
     """What neither Keras 3 nor kconvert.keras_objects can express is a clear error naming the layer."""
     inp = kconvert.Input((6, 3))
-    model = kconvert.Model(inp, kconvert.layers.LocallyConnected1D(2, 3, implementation=2, name="local")(inp))
+    model = kconvert.Model(inp, kconvert.layers.LocallyConnected1D(2, 3, padding="same", implementation=2,
+                                                                  name="local")(inp))
     with pytest.raises(ConfigError, match="local"):
         model.save(tmp_path / "y.keras")
     assert not (tmp_path / "y.keras").exists()

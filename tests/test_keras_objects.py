@@ -79,8 +79,9 @@ def test_locally_connected_1d_keras3(tfk, k3, tmp_path, rng):
     _keras3_roundtrip(k3, kconvert.load_model(path), x, tmp_path, ref)
 
 
-def test_locally_connected_other_implementations_refused_for_keras3(tfk, tmp_path):
-    model = tfk.Sequential([tfk.Input((8, 3)), tfk.layers.LocallyConnected1D(2, 3, implementation=2)])
+def test_locally_connected_same_padding_refused_for_keras3(tfk, tmp_path):
+    """'same' padding exists only for implementations 2/3, which Keras 3's LocallyConnected class lacks."""
+    model = tfk.Sequential([tfk.Input((8, 3)), tfk.layers.LocallyConnected1D(2, 3, padding="same", implementation=2)])
     path = str(tmp_path / "lc.h5")
     model.save(path)
     with pytest.raises(ConfigError, match="implementation=1"):
@@ -173,3 +174,24 @@ def test_keras2_hard_sigmoid_inside_bidirectional_upgrades(tfk, tmp_path, rng):
     back = keras.saving.load_model(tmp_path / "bi.keras", custom_objects=kconvert.keras_objects("keras3"))
     assert_close(np.asarray(back.predict(x, verbose=0)), model.predict(x, verbose=0))
     assert_close(kconvert.load_model(tmp_path / "bi.keras").predict(x), model.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("implementation", [2, 3])
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+def test_locally_connected_implementations_2_3_upgrade_via_implementation_1(tfk, tmp_path, rng, implementation,
+                                                                             data_format):
+    import keras
+
+    shape = (7, 6, 3) if data_format == "channels_last" else (3, 7, 6)
+    inp = tfk.Input(shape)
+    out = tfk.layers.LocallyConnected2D(4, (3, 2), strides=(2, 1), data_format=data_format,
+                                        implementation=implementation, name="lc")(inp)
+    model = tfk.Model(inp, out)
+    model.set_weights([rng.normal(0, 0.4, w.shape).astype("float32") for w in model.get_weights()])
+    model.save(tmp_path / "lc.h5")
+    x = rng.normal(size=(2, *shape)).astype("float32")
+    ours = kconvert.load_model(tmp_path / "lc.h5")
+    ours.save(tmp_path / "lc.keras")
+    back = keras.saving.load_model(tmp_path / "lc.keras", custom_objects=kconvert.keras_objects("keras3"))
+    assert_close(np.asarray(back.predict(x, verbose=0)), model.predict(x, verbose=0))
+    assert ours.get_layer("lc").implementation == implementation  # the model itself is unchanged

@@ -907,6 +907,20 @@ def _cudnn_config(layer: Layer) -> dict:
     return config
 
 
+@_native_rewrite("LocallyConnected1D", "LocallyConnected2D")
+def _locally_connected_impl1(layer: Layer) -> Layer | None:
+    """LocallyConnected with implementation 2 or 3 -> implementation 1 (the layout kconvert's Keras 3 class
+    reads), exact for 'valid' padding: the same local kernel, stored per output position."""
+    if layer.implementation == 1 or layer.padding != "valid":
+        return None  # implementation 1 is written as it is; 'same' is refused by _check_kconvert_object
+    local = layer._local_kernel()  # (positions, *kernel_size, channels_in, filters)
+    if layer.data_format == "channels_first":
+        local = np.moveaxis(local, -2, 1)  # implementation 1's channels_first rows are (channel, *kernel_size)
+    kernel = local.reshape(local.shape[0], -1, local.shape[-1])
+    weights = [kernel] + ([layer.bias.value] if layer.use_bias else [])
+    return _rebuilt(layer, type(layer).__name__, {**layer.get_config(), "implementation": 1}, weights)
+
+
 @_native_rewrite("CuDNNLSTM")
 def _cudnn_lstm(layer: Layer) -> Layer:
     """CuDNNLSTM -> LSTM: the kernels as the layer computes with them, the input and recurrent biases summed."""
@@ -930,7 +944,9 @@ def _rewrite_for(layer: Layer) -> list[Layer] | None:
     cls = type(layer).__name__
     native = _NATIVE.get(cls)
     if native is not None and not hasattr(layer, "_keras3_module"):
-        return [native(layer)]
+        replacement = native(layer)
+        if replacement is not None:
+            return [replacement]
     if cls in _TF_OPS and all(_tf_op_call(layer, n) is not None for n in layer._inbound_nodes):
         return [layer]  # _rewrite_graph replaces each call by its Keras 3 operation
     if cls == "Lambda" and not hasattr(layer, "_keras3_module"):
