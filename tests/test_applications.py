@@ -8,11 +8,17 @@ One architecture per family runs here, through both upgrade paths:
 `fixtures/check_applications.py` runs every architecture.
 """
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import assert_close
 
 import kconvert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "fixtures"))
+from fixture_weights import randomize_batchnorm  # noqa: E402 - shared with fixtures/check_applications.py
 
 # name -> input (height, width); width != height on purpose where the architecture allows it
 FAMILIES = {
@@ -24,26 +30,6 @@ FAMILIES = {
 # families keras.applications (Keras 3.15) does not have; test_keras3_lacks checks the list stays true
 KERAS3_LACKS = {"ResNetRS50", "RegNetX002"}
 
-
-def randomize_batchnorm(model, rng):
-    """BatchNormalization statistics away from their defaults, so folding/ordering mistakes show."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            randomize_batchnorm(layer, rng)
-        if type(layer).__name__ != "BatchNormalization":
-            continue
-        values = []
-        for w in layer.weights:
-            shape = tuple(w.shape)
-            if "moving_mean" in w.name:
-                values.append(rng.normal(0, 0.3, shape))
-            elif "moving_variance" in w.name:
-                values.append(rng.uniform(0.5, 1.5, shape))
-            elif "gamma" in w.name:
-                values.append(rng.uniform(0.8, 1.2, shape))
-            else:
-                values.append(rng.normal(0, 0.1, shape))
-        layer.set_weights(values)
 
 
 def build(lib, name, size, rng):

@@ -21,6 +21,7 @@ from .. import ops
 from ..errors import ConfigError
 from ..ir import Value
 from .base import Layer, get_layer_class, is_shape_list, register_layer
+from .merging import concat_masks
 
 MODES = ("sum", "mul", "concat", "ave", "cos", "dot", "max")
 EPSILON = 1e-7  # Keras 1's K.epsilon()
@@ -203,15 +204,7 @@ class Merge(Layer):
         if self.mode in ("sum", "mul", "ave"):
             return reduce(np.logical_and, [np.asarray(m, dtype=bool) for m in mask if m is not None])
         if self.mode == "concat":
-            masks = []
-            for x, m in zip(inputs, mask):
-                x = np.asarray(x)
-                if m is None:
-                    masks.append(np.ones(x.shape, dtype=bool))
-                else:
-                    m = np.asarray(m, dtype=bool)
-                    masks.append(m[..., None] if m.ndim < x.ndim else m)
-            return np.all(np.concatenate(masks, axis=self.concat_axis), axis=-1)
+            return concat_masks(inputs, mask, self.concat_axis)
         return None
 
     # ------------------------------------------------------------------ config

@@ -37,6 +37,19 @@ def _require_list(input_shape, what: str):
         raise ValueError(f"a {what} layer should be called on a list of inputs, got input shape {input_shape}")
 
 
+
+def concat_masks(inputs, masks, axis: int):
+    """The timestep mask of concatenated inputs, as Keras computes it (a missing mask counts as all True)."""
+    full = []
+    for x, m in zip(inputs, masks):
+        x = np.asarray(x)
+        if m is None:
+            full.append(np.ones(x.shape, dtype=bool))
+        else:
+            m = np.asarray(m, dtype=bool)
+            full.append(m[..., None] if m.ndim < x.ndim else m)
+    return np.all(np.concatenate(full, axis=axis), axis=-1)
+
 class _Merge(Layer):
     """Elementwise merge of a list of tensors.
 
@@ -180,15 +193,7 @@ class Concatenate(_Merge):
             raise ValueError("Concatenate needs one mask (or None) per input")
         if all(m is None for m in mask):
             return None
-        masks = []
-        for x, m in zip(inputs, mask):
-            x = np.asarray(x)
-            if m is None:
-                masks.append(np.ones(x.shape, dtype=bool))
-            else:
-                m = np.asarray(m, dtype=bool)
-                masks.append(m[..., None] if m.ndim < x.ndim else m)
-        return np.all(np.concatenate(masks, axis=self.axis), axis=-1)
+        return concat_masks(inputs, mask, self.axis)
 
     def get_config(self):
         return {**super().get_config(), "axis": self.axis}
