@@ -19,9 +19,10 @@ def tolerance(reference: np.ndarray) -> float:
     return 1e-5 + 1e-4 * (float(np.max(np.abs(ref))) if ref.size else 0.0)
 
 
-def load_any(path: str, weights: str | None = None, custom_objects: dict | None = None) -> Model:
-    """A model from a whole-model `.h5`, or a JSON/YAML config plus an optional weights `.h5`."""
-    model = load_model(path, custom_objects=custom_objects)
+def load_any(path: str, weights: str | None = None, custom_objects: dict | None = None,
+             safe_mode: bool = True) -> Model:
+    """A model from a whole-model `.h5`/`.keras`, or a JSON/YAML config plus an optional weights `.h5`."""
+    model = load_model(path, custom_objects=custom_objects, safe_mode=safe_mode)
     if weights:
         model.load_weights(weights)
     elif _is_config_only(path) and model.weights:
@@ -108,12 +109,33 @@ def compare_models(a: Model, b: Model, inputs: list[np.ndarray] | None = None, b
     feeds = inputs if inputs is not None else random_inputs(a, batch, seed)
     ya = a.predict(feeds if len(feeds) > 1 else feeds[0])
     yb = b.predict(feeds if len(feeds) > 1 else feeds[0])
+    return compare_outputs(a.output_names, ya, yb)
+
+
+def check_onnx(model: Model, onnx_path: str, inputs: list[np.ndarray] | None = None, batch: int = 2,
+               seed: int = 0, inputs_as_nchw: bool = False) -> dict[str, Any]:
+    """Run the numpy engine and onnxruntime (on the written file) on the same inputs and compare the outputs.
+
+    `inputs` are in the Keras model's layout; with `inputs_as_nchw` they are transposed for the ONNX model.
+    """
+    from .runtime.onnx_session import OnnxSession
+
+    feeds = inputs if inputs is not None else random_inputs(model, batch, seed)
+    ya = model.predict(feeds if len(feeds) > 1 else feeds[0], runtime="numpy")
+    onnx_feeds = [np.moveaxis(x, -1, 1) if inputs_as_nchw and 3 <= x.ndim <= 5 and x.dtype.kind == "f" else x
+                  for x in feeds]
+    yb = OnnxSession(onnx_path, device="cpu").predict(onnx_feeds)
+    return compare_outputs(model.output_names, ya, yb)
+
+
+def compare_outputs(names: list[str], ya, yb) -> dict[str, Any]:
+    """Per output: max abs/rel error of `yb` against the reference `ya`, and whether it is within tolerance."""
     ya = ya if isinstance(ya, list) else [ya]
     yb = yb if isinstance(yb, list) else [yb]
     if len(ya) != len(yb):
         raise KConvertError(f"the models have {len(ya)} and {len(yb)} outputs")
     rows = []
-    for name, ra, rb in zip(a.output_names, ya, yb):
+    for name, ra, rb in zip(names, ya, yb):
         if ra.shape != rb.shape:
             rows.append({"name": name, "max_abs": float("inf"), "max_rel": float("inf"), "tolerance": 0.0,
                          "ok": False})

@@ -66,12 +66,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.input:
         inputs = _load_inputs(args.input)
     report = compare_models(model_a, model_b, inputs=inputs, batch=args.batch, seed=args.seed)
-    width = max(len(r["name"]) for r in report["outputs"])
-    for r in report["outputs"]:
-        status = "ok" if r["ok"] else "OVER TOLERANCE"
-        print(f"{r['name']:<{width}}  max_abs={r['max_abs']:.3g}  max_rel={r['max_rel']:.3g}  "
-              f"tolerance={r['tolerance']:.3g}  {status}")
-    return EXIT_OK if report["ok"] else EXIT_MISMATCH
+    return _print_report(report)
 
 
 @command("predict")
@@ -130,6 +125,57 @@ def _load_inputs(path: str) -> list[np.ndarray]:
     return [data[k] for k in keys]
 
 
+# ---------------------------------------------------------------------------------------------- keras2onnx
+
+
+@command("keras2onnx")
+def cmd_keras2onnx(args: argparse.Namespace) -> int:
+    from .api import check_onnx, load_any
+    from .convert import keras_to_onnx
+
+    model = load_any(args.model, weights=args.weights, safe_mode=not args.unsafe)
+    proto = keras_to_onnx(model, args.output, opset=args.opset, batch=args.batch,
+                          inputs_as_nchw=args.inputs_as_nchw, progress=_progress_bar("lowering"),
+                          dynamic=args.dynamic)
+    n_transpose = sum(n.op_type == "Transpose" for n in proto.graph.node)
+    print(f"wrote {args.output}: opset {args.opset}, {len(proto.graph.node)} nodes ({n_transpose} Transpose), "
+          f"inputs {', '.join(i.name for i in proto.graph.input)}")
+    if not args.check:
+        return EXIT_OK
+    inputs = _load_inputs(args.check_input) if args.check_input else None
+    print("check: numpy engine vs onnxruntime on the written file")
+    return _print_report(check_onnx(model, args.output, inputs=inputs, batch=args.batch or 2,
+                                    inputs_as_nchw=args.inputs_as_nchw))
+
+
+def _progress_bar(what: str):
+    """A tqdm bar on stderr for long lowerings (shown only on a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    state = {}
+
+    def update(done: int, total: int) -> None:
+        if "bar" not in state and total >= 100:
+            state["bar"] = tqdm(total=total, desc=what, unit="layer", leave=False)
+        bar = state.get("bar")
+        if bar is not None:
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+    return update
+
+
+def _print_report(report: dict) -> int:
+    width = max(len(r["name"]) for r in report["outputs"])
+    for r in report["outputs"]:
+        status = "ok" if r["ok"] else "OVER TOLERANCE"
+        print(f"{r['name']:<{width}}  max_abs={r['max_abs']:.3g}  max_rel={r['max_rel']:.3g}  "
+              f"tolerance={r['tolerance']:.3g}  {status}")
+    return EXIT_OK if report["ok"] else EXIT_MISMATCH
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -153,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
     pp.add_argument("--batch-size", type=int, default=32, help="prediction batch size (default 32)")
     pp.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+
+    pk = sub.add_parser("keras2onnx", help="convert a Keras model (.h5, .keras, or JSON/YAML + --weights) to ONNX")
+    pk.add_argument("model")
+    pk.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    pk.add_argument("--weights", help="weights file when MODEL is a JSON/YAML config")
+    pk.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 to the newest onnxruntime runs (default 17)")
+    pk.add_argument("--batch", type=int, help="fix the batch dimension (symbolic by default)")
+    pk.add_argument("--dynamic", action="store_true",
+                    help="symbolic sequence lengths and spatial sizes where the model allows (fixed otherwise)")
+    pk.add_argument("--inputs-as-nchw", action="store_true", help="declare channels_last image inputs as NCHW")
+    pk.add_argument("--unsafe", action="store_true", help="allow Lambda bytecode from the file (safe_mode=False)")
+    pk.add_argument("--check", action="store_true",
+                    help="run the numpy engine and onnxruntime on the same inputs and compare (exit 3 if over "
+                         "tolerance)")
+    pk.add_argument("--check-input", help="a .npy/.npz input for --check (random inputs otherwise)")
 
     pv = sub.add_parser("validate", help="run two models on the same input and compare their outputs")
     pv.add_argument("model_a")
@@ -182,6 +243,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         return EXIT_USAGE
     os.environ.setdefault("KCONVERT_CLI", "1")
+    if not args.debug:
+        import warnings
+
+        warnings.showwarning = _one_line_warning
     try:
         return COMMANDS[args.command](args)
     except KConvertError as e:
@@ -195,6 +260,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
         return EXIT_OK
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    text = str(message)
+    text = text[len("kconvert: "):] if text.startswith("kconvert: ") else text
+    print(f"kconvert: warning: {text}", file=sys.stderr)
 
 
 def entry() -> None:  # pragma: no cover - console script wrapper

@@ -63,3 +63,7 @@ class ShapeError(GraphError):
 
 class UnsafeError(KConvertError):
     """Loading would execute code from the file; the caller must opt in (safe_mode=False)."""
+
+
+class ExportError(KConvertError):
+    """A layer (or one of its options) cannot be written in the target format (ONNX, Caffe)."""

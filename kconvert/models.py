@@ -23,6 +23,10 @@ from .runtime import numpy_engine
 class Model(Layer):
     """A graph of layers between symbolic inputs and outputs (Keras's functional `Model`)."""
 
+    runtime = "onnx"  # predict's engine: "onnx" (onnxruntime) or "numpy" (the reference engine)
+    device = "auto"  # onnxruntime's device for predict: "auto", "cpu", "cuda" or "tensorrt"
+    _predictor = None
+
     def __init__(self, inputs=None, outputs=None, name: str | None = None, trainable: bool = True, **kwargs):
         super().__init__(name=name, trainable=trainable, **kwargs)
         self._is_graph_network = False
@@ -157,12 +161,32 @@ class Model(Layer):
             out.append(a)
         return out
 
-    def predict(self, x, batch_size: int | None = None, verbose: Any = 0, steps=None, callbacks=None, **kwargs):
-        """Run the model on numpy input(s) in batches; a list of arrays for several outputs."""
+    def predict(self, x, batch_size: int | None = None, verbose: Any = 0, steps=None, callbacks=None,
+                runtime: str | None = None, device: str | None = None, **kwargs):
+        """Run the model on numpy input(s) in batches; a list of arrays for several outputs.
+
+        `runtime="onnx"` (the default, see `Model.runtime`) runs the model lowered to ONNX in onnxruntime on
+        `device` ("auto", "cpu", "cuda", "tensorrt"); `runtime="numpy"` runs the numpy reference engine.
+        """
         self._ensure_built(x)
         feeds = self._standardize_inputs(x)
-        outs = numpy_engine.predict(self._graph, feeds, batch_size or 32)
+        outs = self._run(feeds, batch_size, runtime, device)
         return outs if len(outs) > 1 else outs[0]
+
+    def _run(self, feeds: list[np.ndarray], batch_size: int | None, runtime: str | None = None,
+             device: str | None = None) -> list[np.ndarray]:
+        from .onnx_predict import RUNTIMES, OnnxPredictor, predict_onnx
+
+        runtime = runtime or self.runtime
+        if runtime not in RUNTIMES:
+            raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}", layer=self.name)
+        if runtime == "onnx":
+            if self._predictor is None:
+                self._predictor = OnnxPredictor()
+            session = self._predictor.session(self, device or self.device)
+            if session is not None:
+                return predict_onnx(session, feeds, batch_size)
+        return numpy_engine.predict(self._graph, feeds, batch_size or 32)
 
     def reset_states(self) -> None:
         """Reset the state of every stateful layer (recurrent layers with stateful=True), nested ones too."""
@@ -172,8 +196,18 @@ class Model(Layer):
 
     def predict_on_batch(self, x):
         self._ensure_built(x)
-        outs, _ = numpy_engine.run_graph(self._graph, self._standardize_inputs(x))
+        feeds = self._standardize_inputs(x)
+        outs = self._run(feeds, max(len(feeds[0]), 1) if feeds else None)
         return outs if len(outs) > 1 else outs[0]
+
+    def to_onnx(self, path=None, opset: int | None = None, batch: int | None = None,
+                inputs_as_nchw: bool = False, **kwargs):
+        """The model as an ONNX ModelProto (see `kconvert.convert.keras_to_onnx`); written to `path` if given."""
+        from .convert import keras_to_onnx
+        from .converters.onnx_lowering import DEFAULT_OPSET
+
+        return keras_to_onnx(self, path, opset=opset or DEFAULT_OPSET, batch=batch, inputs_as_nchw=inputs_as_nchw,
+                             **kwargs)
 
     def __call__(self, inputs, **kwargs):
         if not self._is_graph_network:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import inspect
+import itertools
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -131,15 +132,31 @@ _backend._SESSION_RESET_HOOKS.append(reset_names)
 # ---------------------------------------------------------------------------------------------- weights
 
 
-class Weight:
-    """A named weight array held by a layer."""
+_WEIGHT_STAMPS = itertools.count(1)
 
-    __slots__ = ("name", "value", "trainable")
+
+class Weight:
+    """A named weight array held by a layer.
+
+    Every assignment of `value` takes a new `stamp` from a process-wide counter, so a cache of something
+    computed from the weights (an ONNX session) can tell that they changed.
+    """
+
+    __slots__ = ("name", "_value", "trainable", "stamp")
 
     def __init__(self, name: str, value: np.ndarray, trainable: bool = True):
         self.name = name
         self.value = value
         self.trainable = trainable
+
+    @property
+    def value(self) -> np.ndarray:
+        return self._value
+
+    @value.setter
+    def value(self, array: np.ndarray) -> None:
+        self._value = array
+        self.stamp = next(_WEIGHT_STAMPS)
 
     @property
     def shape(self) -> tuple:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -39,6 +41,26 @@ def register(cls: type[Op]) -> type[Op]:
         raise ValueError(f"{cls.__name__} has no name")
     OPS[cls.name] = cls
     return cls
+
+
+def traceable(fn: Callable) -> Callable:
+    """Hand a call with a traced value among its first two arguments to the ONNX tracer
+    (converters/onnx_lowering/trace.py), for ops whose numpy kernel cannot be traced (masked assignment,
+    im2col views) or that have a native ONNX op.
+
+    A traced value's class has `__kconvert_trace__(value, name, fn, args, kwargs)`; for arrays `fn` runs as is.
+    """
+    name = fn.__name__
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for a in args[:2]:
+            hook = getattr(type(a), "__kconvert_trace__", None)
+            if hook is not None:
+                return hook(a, name, fn, args, kwargs)
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def get(name: str) -> type[Op]:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Op, register
+from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
 _MAX_COLS = 1 << 24
@@ -348,6 +348,7 @@ class ConvTranspose(Op):
         return y
 
 
+@traceable
 def conv(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int] | None = None,
          pads: Sequence[tuple[int, int]] | None = None, dilations: Sequence[int] | None = None,
          groups: int = 1, channels_last: bool = True) -> np.ndarray:
@@ -355,6 +356,7 @@ def conv(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int] | None = None
     return Conv.forward(x, kernel, strides, pads, dilations, groups, channels_last)
 
 
+@traceable
 def conv_transpose(x: np.ndarray, kernel: np.ndarray, strides: Sequence[int] | None = None,
                    pads: Sequence[tuple[int, int]] | None = None, dilations: Sequence[int] | None = None,
                    output_padding: Sequence[int] | None = None, channels_last: bool = True) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Op, register
+from .base import Op, register, traceable
 
 
 @register
@@ -38,6 +38,7 @@ class Gather(Op):
         return builder.node("Gather", inputs, axis=0)
 
 
+@traceable
 def gather(params: np.ndarray, indices) -> np.ndarray:
     """Rows of `params` picked by integer `indices`; the output shape is indices.shape + params.shape[1:]."""
     return Gather.forward(params, indices)

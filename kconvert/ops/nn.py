@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .base import traceable
+
 
 def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     """Keras ReLU (`backend.relu`): x where x > threshold (0 elsewhere), capped at max_value, minus
@@ -22,6 +24,7 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     return y.astype(x.dtype, copy=False)
 
 
+@traceable
 def sigmoid(x):
     # numerically stable for large |x|
     out = np.empty_like(x)
@@ -32,11 +35,13 @@ def sigmoid(x):
     return out
 
 
+@traceable
 def softmax(x, axis=-1):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return e / np.sum(e, axis=axis, keepdims=True)
 
 
+@traceable
 def log_softmax(x, axis=-1):
     s = x - np.max(x, axis=axis, keepdims=True)
     return s - np.log(np.sum(np.exp(s), axis=axis, keepdims=True))
@@ -62,6 +67,7 @@ def selu(x):
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
+@traceable
 def erf(x):
     try:
         from scipy.special import erf as sp_erf  # optional; far faster than the vectorised fallback

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Op, register
+from .base import Op, register, traceable
 from .conv import conv_output_length
 from .shapes import spatial_axes
 
@@ -165,12 +165,14 @@ class AvgPool(Op):
                           count_include_pad=int(bool(count_include_pad)))
 
 
+@traceable
 def max_pool(x: np.ndarray, ksize: Sequence[int], strides: Sequence[int] | None = None,
              pads: Sequence[tuple[int, int]] | None = None, channels_last: bool = True) -> np.ndarray:
     """N-d max pooling; padding never wins (it is -inf). Strides default to the window."""
     return MaxPool.forward(x, ksize, strides, pads, channels_last)
 
 
+@traceable
 def avg_pool(x: np.ndarray, ksize: Sequence[int], strides: Sequence[int] | None = None,
              pads: Sequence[tuple[int, int]] | None = None, count_include_pad: bool = False,
              channels_last: bool = True) -> np.ndarray:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .base import Op, register
+from .base import Op, register, traceable
 from .shapes import spatial_axes
 
 MODES = ("nearest", "linear", "bilinear", "trilinear")
@@ -147,6 +147,7 @@ class Resize(Op):
         return y
 
 
+@traceable
 def resize(x: np.ndarray, sizes: Sequence[int], mode: str = "nearest",
            coordinate_transformation: str = "half_pixel", channels_last: bool = True) -> np.ndarray:
     """Resize the spatial axes of `x` to `sizes` ('nearest' or 'linear'/'bilinear'/'trilinear')."""

@@ -1,1 +1,5 @@
-"""Executing the IR: the numpy engine (and, later, onnxruntime sessions)."""
+"""Executing the IR: the numpy engine and onnxruntime sessions (provider choice, caching, batching)."""
+
+from .onnx_session import OnnxSession, SessionCache, resolve_providers
+
+__all__ = ["OnnxSession", "SessionCache", "resolve_providers"]
