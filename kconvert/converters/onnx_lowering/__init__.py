@@ -1,6 +1,20 @@
 """IR -> ONNX: one lowering function per layer type (registry), layout bookkeeping, graph passes."""
 
-from . import attention, conv, core, merging, misc, normalization, pooling, recurrent, reshaping, wrappers  # noqa: F401 - they register lowerings
+from . import (  # noqa: F401 - every module that registers lowerings
+    applications,
+    attention,
+    conv,
+    conv_recurrent,
+    core,
+    locally_connected,
+    merging,
+    normalization,
+    pooling,
+    preprocessing,
+    recurrent,
+    reshaping,
+    wrappers,
+)
 from .export import DEFAULT_OPSET, check_proto, lower_model
 from .opsets import MIN_OPSET, max_opset
 from .registry import LOWERINGS, lowering_for, lowers

@@ -1,4 +1,5 @@
-"""Lowerings of the core layers: Dense, Activation and the activation layers, Embedding, Masking."""
+"""Lowerings of the core layers: Dense, the inference identities (Dropout & co), Activation and the activation
+layers, Embedding, Masking; and the small layout helpers the other lowerings share."""
 
 from __future__ import annotations
 
@@ -23,6 +24,20 @@ def folded_kernel_bias(ctx: LoweringContext, layer, kernel: np.ndarray, bias: np
 def same_layout(ref: TensorRef, name: str, shape=None, dtype=None) -> TensorRef:
     """A result of an elementwise op on `ref`: same layout."""
     return TensorRef(name, ref.shape if shape is None else tuple(shape), dtype or ref.dtype, ref.perm)
+
+
+def elementwise_input(ctx: LoweringContext, ref: TensorRef) -> TensorRef:
+    """`ref` as an elementwise op can read it: any layout, but a delayed Flatten materialized."""
+    return ref if ref.flat_of is None else ctx.keras(ref)
+
+
+def keras_param(value, ref: TensorRef, dtype=np.float32) -> np.ndarray:
+    """A parameter broadcasting (numpy's rule) against the Keras value of `ref`, laid out like `ref`."""
+    v = np.asarray(value, dtype)
+    if v.ndim > ref.ndim:
+        raise ValueError(f"a parameter of shape {v.shape} cannot broadcast against {ref.shape}")
+    full = v.reshape((1,) * (ref.ndim - v.ndim) + v.shape)
+    return np.transpose(full, ref.perm) if ref.perm else full
 
 
 @lowers("Dense")
@@ -50,9 +65,9 @@ def dense(ctx: LoweringContext, layer, ins, node):
 
 
 @lowers("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-        "AlphaDropout", "ActivityRegularization", "_InferenceIdentity")
+        "AlphaDropout", "ActivityRegularization", "StochasticDepth")
 def inference_identity(ctx, layer, ins, node):
-    """The identity at inference (the graph passes usually drop these layers before lowering)."""
+    """The identity at inference (what the graph passes drop when they run)."""
     return [ins[0]]
 
 
@@ -63,32 +78,32 @@ def activation(ctx, layer, ins, node):
 
 @lowers("ReLU")
 def relu(ctx, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     return [same_layout(x, relu_general(ctx, x.name, layer.negative_slope, layer.max_value, layer.threshold))]
 
 
 @lowers("LeakyReLU")
 def leaky_relu(ctx, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     return [same_layout(x, ctx.node("LeakyRelu", [x.name], alpha=float(layer.alpha)))]
 
 
 @lowers("ELU")
 def elu(ctx, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     return [same_layout(x, ctx.node("Elu", [x.name], alpha=float(layer.alpha)))]
 
 
 @lowers("ThresholdedReLU")
 def thresholded_relu(ctx, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     return [same_layout(x, ctx.node("ThresholdedRelu", [x.name], alpha=float(layer.theta)))]
 
 
 @lowers("PReLU")
 def prelu(ctx, layer, ins, node):
     """PRelu with the slope broadcast in the input's physical layout (shared axes have size 1)."""
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     alpha = layer.alpha.value  # Keras's param shape: the input shape without batch, shared axes 1
     full = alpha.reshape((1, *alpha.shape))
     if x.perm is not None:
@@ -98,7 +113,7 @@ def prelu(ctx, layer, ins, node):
 
 @lowers("Softmax")
 def softmax(ctx, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     if len(axes) == 1:
         return [same_layout(x, ctx.node("Softmax", [x.name], axis=x.physical_axis(axes[0])))]

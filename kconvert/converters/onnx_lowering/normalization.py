@@ -1,13 +1,15 @@
-"""Lowerings of BatchNormalization (native where the channel is ONNX axis 1), LayerNormalization and friends."""
+"""Lowerings of BatchNormalization (native where the channel is ONNX axis 1), LayerNormalization,
+UnitNormalization and GroupNormalization."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from .context import LoweringContext
-from .core import same_layout
+from .core import elementwise_input, same_layout
 from .refs import TensorRef
 from .registry import lowers, unsupported
+from .wrappers import shape_slice
 
 
 def _bn_params(layer):
@@ -20,7 +22,7 @@ def _bn_params(layer):
 
 @lowers("BatchNormalization")
 def batch_norm(ctx: LoweringContext, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     axes = list(getattr(layer, "_axes", None) or [])
     if len(axes) != 1 or getattr(layer, "renorm", False) or getattr(layer, "virtual_batch_size", None):
         raise unsupported(layer, "normalization over several axes, renorm or virtual_batch_size")
@@ -52,7 +54,7 @@ def _broadcast_param(value: np.ndarray, ref: TensorRef, axes: list[int]) -> np.n
 
 @lowers("LayerNormalization")
 def layer_norm(ctx: LoweringContext, layer, ins, node):
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     axes = sorted(a % x.ndim for a in layer.axis)
     phys = sorted(x.physical_axis(a) for a in axes)
     gamma = layer.gamma.value if layer.gamma is not None else None
@@ -89,10 +91,52 @@ def _reduce_mean(ctx: LoweringContext, x: str, axes: list[int]) -> str:
 @lowers("UnitNormalization")
 def unit_norm(ctx: LoweringContext, layer, ins, node):
     """x / sqrt(max(sum(x^2), 1e-12)) over the layer's axes."""
-    x = ins[0] if ins[0].flat_of is None else ctx.keras(ins[0])
+    x = elementwise_input(ctx, ins[0])
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     phys = sorted(x.physical_axis(a) for a in axes)
     sq = ctx.node("Mul", [x.name, x.name])
     total = (ctx.node("ReduceSum", [sq, ctx.ints(phys, "axes")], keepdims=1))
     denom = ctx.node("Sqrt", [ctx.node("Max", [total, ctx.const(1e-12)])])
     return [same_layout(x, ctx.node("Div", [x.name, denom]))]
+
+
+@lowers("GroupNormalization")
+def group_norm(ctx, layer, ins, node):
+    """Native GroupNormalization (opset 21, channels on ONNX axis 1), else the grouped moments as Keras computes."""
+    x = elementwise_input(ctx, ins[0])
+    axis = layer.axis % x.ndim
+    pa = x.physical_axis(axis)
+    channels, groups = x.shape[axis], layer.groups
+    if pa == 0 or channels is None:
+        raise unsupported(layer, f"normalizing over axis {layer.axis}")
+    gamma = layer.gamma.value if layer.gamma is not None else None
+    beta = layer.beta.value if layer.beta is not None else None
+    if ctx.opset >= 21 and pa == 1:
+        scale = np.ones(channels, np.float32) if gamma is None else gamma
+        bias = np.zeros(channels, np.float32) if beta is None else beta
+        y = ctx.node("GroupNormalization", [x.name, ctx.const(scale, "gamma"), ctx.const(bias, "beta")],
+                     epsilon=float(layer.epsilon), num_groups=int(groups))
+        return [same_layout(x, y)]
+    phys = list(x.physical_shape())
+    grouped = [groups, channels // groups]
+    tail = [-1 if d is None else d for d in phys[pa + 1:]]
+    if tail.count(-1) <= 1:
+        target = ctx.ints([0] * pa + grouped + tail, "shape")
+    else:
+        target = ctx.node("Concat", [shape_slice(ctx, x.name, 0, pa), ctx.ints(grouped, "groups"),
+                                     shape_slice(ctx, x.name, pa + 1)], axis=0)
+    xg = ctx.node("Reshape", [x.name, target])
+    axes = [a for a in range(1, x.ndim + 1) if a != pa]
+    mean = _reduce_mean(ctx, xg, axes)
+    centered = ctx.node("Sub", [xg, mean])
+    var = _reduce_mean(ctx, ctx.node("Mul", [centered, centered]), axes)
+    inv = ctx.node("Reciprocal", [ctx.node("Sqrt", [ctx.node("Add", [var, ctx.const(float(layer.epsilon))])])])
+    param_shape = [1] * (x.ndim + 1)
+    param_shape[pa:pa + 2] = grouped
+    if gamma is not None:
+        inv = ctx.node("Mul", [inv, ctx.const(gamma.reshape(param_shape), "gamma")])
+    shift = ctx.node("Mul", [mean, inv])
+    shift = (ctx.node("Sub", [ctx.const(beta.reshape(param_shape), "beta"), shift]) if beta is not None
+             else ctx.node("Neg", [shift]))
+    y = ctx.node("Add", [ctx.node("Mul", [xg, inv]), shift])
+    return [same_layout(x, ctx.node("Reshape", [y, ctx.node("Shape", [x.name])]))]
