@@ -434,6 +434,11 @@ def main() -> None:
         print(f"tf2onnx python {tf2onnx_python} not found: create it with `bash benchmarks/setup_tf2onnx.sh` "
               "(or pass --tf2onnx-python); the tf2onnx columns are skipped", flush=True)
         tf2onnx_python = None
+    # pip compiles installed packages (tf2onnx, TensorFlow) to bytecode; an editable checkout under
+    # PYTHONDONTWRITEBYTECODE has none, so compile kconvert once to time both tools as installed
+    import kconvert
+
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(kconvert.__file__).parent)], check=True)
     kconvert_ok = kconvert_has_keras2onnx()
     if not kconvert_ok:
         print(NOT_YET, flush=True)
@@ -447,7 +452,8 @@ def main() -> None:
               f"machine: {cpu_name()}, {os.cpu_count()} cores; onnxruntime CPUExecutionProvider",
               *versions(tf2onnx_python),
               "tf2onnx command: TF_USE_LEGACY_KERAS=1 python -m tf2onnx.convert --keras M.h5 --output M.onnx",
-              "kconvert command: python -m kconvert keras2onnx M.h5 -o M.onnx",
+              "kconvert command: python -m kconvert keras2onnx M.h5 -o M.onnx (kconvert byte-compiled first, as pip "
+              "installs it)",
               "models: " + ", ".join(f"{n} {(WORK / f'{n}.h5').stat().st_size / 2**20:.1f} MB" for n in args.models)]
     tools = converters(tf2onnx_python, kconvert_ok)
     results = {}

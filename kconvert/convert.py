@@ -6,8 +6,8 @@ import os
 
 import onnx
 
-from .converters.onnx_lowering import DEFAULT_OPSET, lower_model
-from .formats.onnx_file import write_onnx
+from .converters.onnx_lowering import DEFAULT_OPSET, check_proto, lower_model
+from .formats.onnx_file import too_big_for_protobuf, write_onnx
 from .models import Model, load_model
 
 
@@ -31,9 +31,12 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
     if dynamic:
         model = _dynamic_or_fixed(model, opset, batch, inputs_as_nchw, optimize)
     proto = lower_model(model, opset=opset, batch=batch, inputs_as_nchw=inputs_as_nchw, optimize=optimize,
-                        progress=progress)
+                        progress=progress, check=False)
+    # serialize once: the checker and the file take the same bytes
+    serialized = None if external_data or too_big_for_protobuf(proto) else proto.SerializeToString()
+    check_proto(proto, serialized)
     if path is not None:
-        write_onnx(proto, path, external_data=external_data)
+        write_onnx(proto, path, external_data=external_data, serialized=serialized)
     return proto
 
 

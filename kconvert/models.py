@@ -13,6 +13,7 @@ from .converters import keras1, keras1_weights, keras3_config, keras3_weights, k
 from .errors import ConfigError, FormatError, GraphError, KConvertError, ShapeError
 from .ir import Graph, Node, Value, check_unique_names
 from .layers import InputLayer, Layer, register_layer
+from .layers.base import weights_follow
 from .layers.core import Input
 from .runtime import numpy_engine
 
@@ -513,8 +514,9 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
         h5 = read_keras_h5(path)
         if h5.model_config is None:
             raise FormatError("the file has no model_config", file=path)
-        model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version,
-                                               safe_mode=safe_mode)
+        with weights_follow():  # every weight is assigned from the file just below
+            model = keras_config.model_from_config(h5.model_config, custom_objects, keras_version=h5.keras_version,
+                                                   safe_mode=safe_mode)
         layers = model.layers if isinstance(model, Model) else [model]
         if isinstance(model, Model) and keras3_config.keras_major(h5.keras_version) >= 3:
             layers = keras3_weights.keras3_layers(model)  # the file lists the layers in Keras 3's order

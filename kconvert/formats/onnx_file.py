@@ -15,18 +15,20 @@ from .atomic import atomic_write
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**24
 
 
-def write_onnx(proto: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> list[str]:
+def write_onnx(proto: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
+               serialized: bytes | None = None) -> list[str]:
     """Write `proto` to `path` (temporary file, then rename); returns the paths written.
 
     With `external_data` (default: when the model is too big for one protobuf), the tensors go to
     `<name>.data` next to the file, as ONNX external data; the data file is renamed into place first.
+    `serialized` is the proto's bytes when the caller already has them.
     """
     path = os.fspath(path)
     if external_data is None:
-        external_data = _too_big(proto)
+        external_data = serialized is None and too_big_for_protobuf(proto)
     if not external_data:
         with atomic_write(path, "wb") as f:
-            f.write(proto.SerializeToString())
+            f.write(serialized if serialized is not None else proto.SerializeToString())
         return [path]
     directory = os.path.dirname(os.path.abspath(path))
     data_name = os.path.basename(path) + ".data"
@@ -49,7 +51,8 @@ def write_onnx(proto: onnx.ModelProto, path: str | os.PathLike, external_data: b
     return [path, os.path.join(directory, data_name)]
 
 
-def _too_big(proto: onnx.ModelProto) -> bool:
+def too_big_for_protobuf(proto: onnx.ModelProto) -> bool:
+    """Whether the initializers alone come near protobuf's 2 GB message limit (then: external data)."""
     total = 0
     for t in proto.graph.initializer:
         total += len(t.raw_data) or 4 * len(t.float_data)

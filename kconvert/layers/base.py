@@ -84,6 +84,18 @@ def current_keras_version() -> str | None:
 
 
 _SAFE_MODE: contextvars.ContextVar[bool] = contextvars.ContextVar("safe_mode", default=True)
+_WEIGHTS_FOLLOW: contextvars.ContextVar[bool] = contextvars.ContextVar("weights_follow", default=False)
+
+
+@contextlib.contextmanager
+def weights_follow():
+    """Within the block, new weights are zeros instead of initializer draws: a loader that assigns every weight
+    right after building the model (a whole-model file) skips the random initialization it would overwrite."""
+    token = _WEIGHTS_FOLLOW.set(True)
+    try:
+        yield
+    finally:
+        _WEIGHTS_FOLLOW.reset(token)
 
 
 @contextlib.contextmanager
@@ -271,7 +283,11 @@ class Layer:
         """Create a weight named `<layer>/<name>:0` as tf.keras names it."""
         from .initializers import get as get_initializer
 
-        value = get_initializer(initializer)(tuple(int(s) for s in shape), dtype or self.dtype)
+        shape = tuple(int(s) for s in shape)
+        if _WEIGHTS_FOLLOW.get():
+            value = np.zeros(shape, dtype=dtype or self.dtype)
+        else:
+            value = get_initializer(initializer)(shape, dtype or self.dtype)
         w = Weight(f"{self.name}/{name}:0", np.asarray(value, dtype=dtype or self.dtype), trainable)
         (self._trainable_weights if trainable else self._non_trainable_weights).append(w)
         return w

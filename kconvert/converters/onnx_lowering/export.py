@@ -8,6 +8,7 @@ import onnx
 from onnx import helper
 
 from ...errors import ExportError, KConvertError
+from ...formats.onnx_file import too_big_for_protobuf
 from .context import ONNX_DTYPES, LoweringContext
 from .passes import plan_passes
 from .refs import UNSUPPORTED_MASK, TensorRef, channels_first_perm
@@ -76,14 +77,17 @@ def _count_nodes(graph) -> int:
     return n
 
 
-def check_proto(proto: onnx.ModelProto) -> None:
-    """onnx.checker (full check) and strict shape inference; raises ExportError on a malformed graph."""
+def check_proto(proto: onnx.ModelProto, serialized: bytes | None = None) -> None:
+    """onnx.checker with its full check (strict shape inference); raises ExportError on a malformed graph.
+
+    `serialized` (the proto's bytes, when the caller has them for writing) spares a second serialization.
+    Models over 2 GB cannot be serialized: the file writer checks those by path after saving.
+    """
+    if serialized is None and too_big_for_protobuf(proto):
+        return
     try:
-        if proto.ByteSize() < 2**31 - 2**20:
-            onnx.checker.check_model(proto, full_check=True)
-        else:  # the checker needs a path for models over 2 GB; the writer checks those after saving
-            onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        onnx.checker.check_model(serialized if serialized is not None else proto, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
         raise ExportError(f"the exported ONNX graph does not pass onnx.checker: {e}") from e
 
 
