@@ -76,7 +76,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     model = load_any(args.model, weights=args.weights)
     feeds = _load_inputs(args.input) if args.input else random_inputs(model, args.batch, args.seed)
-    outputs = model.predict(feeds if len(feeds) > 1 else feeds[0], batch_size=args.batch_size)
+    outputs = model.predict(feeds if len(feeds) > 1 else feeds[0], batch_size=args.batch_size, runtime=args.runtime,
+                            device=args.device)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     for name, y in zip(model.output_names, outputs):
         flat = y.reshape(-1)
@@ -199,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
     pp.add_argument("--batch-size", type=int, default=32, help="prediction batch size (default 32)")
     pp.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    pp.add_argument("--runtime", choices=("onnx", "numpy"), default="onnx",
+                    help="onnxruntime (default) or kconvert's numpy reference engine")
+    pp.add_argument("--device", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+                    help="onnxruntime device (default auto: CUDA when it works, else CPU)")
 
     pk = sub.add_parser("keras2onnx", help="convert a Keras model (.h5, .keras, or JSON/YAML + --weights) to ONNX")
     pk.add_argument("model")

@@ -216,3 +216,11 @@ def _save(model, tmp_path) -> str:
     path = str(tmp_path / "model.h5")
     model.save(path)
     return path
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "numpy"])
+def test_cli_predict_runtime(runtime, capsys):
+    code = main(["predict", CONV + ".h5", "--input", CONV + "_io.npz", "--expect", CONV + "_io.npz",
+                 "--runtime", runtime, "--device", "cpu"])
+    assert code == 0
+    assert capsys.readouterr().out.count("(ok)") == 3

@@ -308,3 +308,27 @@ def test_option_without_a_native_form_is_traced(rng):
     xv = rng.standard_normal((5, 6)).astype(np.float32)
     ref = xv @ model.weights[0].value + model.weights[1].value
     assert_close(_run(proto, [xv])[0], 1.7 * ref / (1.0 + np.abs(ref)))
+
+
+def test_constant_subexpressions_are_folded(rng):
+    """Constant folding: a computation on weights alone is done once in numpy and lands as one initializer."""
+    from kconvert.layers.base import Layer
+
+    class Gram(Layer):  # y = x @ (k^T k) + softplus(b): the bracket and the softplus depend on weights only
+        def build(self, input_shape):
+            self.k = self.add_weight("k", (3, input_shape[-1]), "glorot_uniform")
+            self.b = self.add_weight("b", (input_shape[-1],), "ones")
+
+        def call(self, inputs):
+            return inputs @ (self.k.value.T @ self.k.value) + np.log1p(np.exp(self.b.value))
+
+    x = Input((4,))
+    model = kconvert.Model(x, Gram(name="gram")(x))
+    _randomize(model, rng)
+    proto = lower_model(model)
+    assert sorted(n.op_type for n in proto.graph.node) == ["Add", "MatMul"]
+    k, b = (w.value for w in model.weights)
+    consts = {tuple(t.dims): onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+    assert_close(consts[(4, 4)], k.T @ k)
+    xv = rng.standard_normal((5, 4)).astype(np.float32)
+    assert_close(_run(proto, [xv])[0], numpy_engine.predict(model._graph, [xv])[0])

@@ -284,10 +284,11 @@ class Layer:
         from .initializers import get as get_initializer
 
         shape = tuple(int(s) for s in shape)
+        init = get_initializer(initializer)  # resolved even when not drawn: an unknown name is still an error
         if _WEIGHTS_FOLLOW.get():
             value = np.zeros(shape, dtype=dtype or self.dtype)
         else:
-            value = get_initializer(initializer)(shape, dtype or self.dtype)
+            value = init(shape, dtype or self.dtype)
         w = Weight(f"{self.name}/{name}:0", np.asarray(value, dtype=dtype or self.dtype), trainable)
         (self._trainable_weights if trainable else self._non_trainable_weights).append(w)
         return w

@@ -135,10 +135,10 @@ class Resize(Op):
                                     builder.const([2], "e", dtype=np.int64)])
         full = builder.node("Concat", [nc, builder.const(list(sizes), "sizes", dtype=np.int64)], axis=0)
         if mode == "nearest":
-            transform = {"half_pixel": "tf_half_pixel_for_nn"}.get(coordinate_transformation,
-                                                                    coordinate_transformation)
-            extra = {"mode": "nearest", "coordinate_transformation_mode": transform,
-                     "nearest_mode": "round_prefer_ceil" if transform == "align_corners" else "floor"}
+            # TensorFlow's half-pixel nearest, floor((i + 0.5) * in / out), is ONNX's half_pixel rounded half up
+            # (the older `tf_half_pixel_for_nn` mode is deprecated since opset 13)
+            extra = {"mode": "nearest", "coordinate_transformation_mode": coordinate_transformation,
+                     "nearest_mode": "floor" if coordinate_transformation == "asymmetric" else "round_prefer_ceil"}
         else:
             extra = {"mode": "linear", "coordinate_transformation_mode": coordinate_transformation}
         y = builder.node("Resize", [x, "", "", full], **extra)
