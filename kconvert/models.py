@@ -185,8 +185,9 @@ class Model(Layer):
             if self._predictor is None:
                 self._predictor = OnnxPredictor()
             session = self._predictor.session(self, device or self.device)
-            if session is not None:
-                return predict_onnx(session, feeds, batch_size)
+            outs = predict_onnx(session, feeds, batch_size) if session is not None else None
+            if outs is not None:
+                return outs
         return numpy_engine.predict(self._graph, feeds, batch_size or 32)
 
     def reset_states(self) -> None:

@@ -15,8 +15,8 @@ RUNTIMES = ("onnx", "numpy")
 class OnnxPredictor:
     """Holds one model's onnxruntime session; re-exports when the graph or any weight changes.
 
-    A model the lowering cannot express (a layer without an ONNX form, a stateful RNN whose state must
-    persist between calls) is predicted by the numpy engine instead, with one warning naming the reason.
+    A model the lowering cannot express (Python control flow on values in a custom layer) is predicted by the
+    numpy engine instead, with one warning naming the reason.
     """
 
     def __init__(self):
@@ -52,12 +52,11 @@ class OnnxPredictor:
         from .converters.onnx_lowering import DEFAULT_OPSET, lower_model
         from .runtime.onnx_session import OnnxSession
 
-        stateful = [la.name for la in _all_layers(model) if getattr(la, "stateful", False)]
-        if stateful:
-            return None, f"stateful layer '{stateful[0]}' keeps its state between predict calls"
         try:
             proto = lower_model(model, opset=opset or DEFAULT_OPSET, check=False)
-            return OnnxSession(proto, device=device), None
+            session = OnnxSession(proto, device=device)
+            session.state_slots = _state_slots(model, session)
+            return session, None
         except KConvertError as e:
             return None, str(e)
 
@@ -76,6 +75,63 @@ def _weights_key(model) -> tuple:
     return tuple(w.stamp for w in model.weights)
 
 
-def predict_onnx(session, feeds: list[np.ndarray], batch_size: int | None) -> list[np.ndarray]:
-    """Run the session over the inputs in chunks of `batch_size` (32 as in Keras when not given)."""
-    return session.predict(feeds, batch_size=batch_size or 32)
+def predict_onnx(session, feeds: list[np.ndarray], batch_size: int | None) -> list[np.ndarray] | None:
+    """Run the session over the inputs in chunks of `batch_size` (32 as in Keras when not given).
+
+    A stateful model runs batch after batch of its fixed size, feeding each RNN's state in and storing the
+    state that comes out, as Keras's stateful predict does; None when the inputs do not divide into its batch
+    (the numpy engine then raises Keras's error).
+    """
+    slots = getattr(session, "state_slots", None)
+    if not slots:
+        return session.predict(feeds, batch_size=batch_size or 32)
+    batch = session.fixed_batch()
+    n = len(feeds[0])
+    if not batch or n % batch:
+        return None
+    names = session.input_names[:len(feeds)]
+    chunks = []
+    for start in range(0, n, batch):
+        run_feeds = {name: x[start:start + batch] for name, x in zip(names, feeds)}
+        for slot in slots:
+            run_feeds[slot.input] = slot.current(batch)
+        outs = dict(zip(session.output_names, session.run(run_feeds)))
+        for slot in slots:
+            slot.store(outs.pop(slot.output))
+        chunks.append(list(outs.values()))
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+class _StateSlot:
+    """One recurrent state of a stateful layer: the graph input it is fed to and the output it comes back on."""
+
+    def __init__(self, input_name: str, output_name: str, layer, index: int):
+        self.input, self.output, self.layer, self.index = input_name, output_name, layer, index
+
+    def current(self, batch: int) -> np.ndarray:
+        states = getattr(self.layer, "_states", None)
+        if states is None:
+            return np.zeros((batch, self.layer.units), np.float32)
+        return np.ascontiguousarray(states[self.index], dtype=np.float32)
+
+    def store(self, value: np.ndarray) -> None:
+        if self.layer._states is None:
+            self.layer._states = [np.zeros_like(value) for _ in range(self.layer.n_states)]
+        self.layer._states[self.index] = np.array(value, copy=True)
+
+
+def _state_slots(model, session) -> list[_StateSlot]:
+    """The state inputs the lowering added (`<layer>/[forward_|backward_]state_<h|c>_in`), matched to layers."""
+    import re
+
+    by_name = {la.name: la for la in _all_layers(model)}
+    slots = []
+    for name in session.input_names:
+        owner_name, _, tail = name.rpartition("/")
+        match = re.fullmatch(r"(forward_|backward_)?state_([hc])_in", tail)
+        if not match or owner_name not in by_name:
+            continue
+        owner = by_name[owner_name]
+        layer = getattr(owner, f"{match.group(1)}layer") if match.group(1) else owner
+        slots.append(_StateSlot(name, name[:-len("_in")] + "_out", layer, "hc".index(match.group(2))))
+    return slots
