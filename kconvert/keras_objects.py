@@ -34,13 +34,16 @@ def keras_objects(target: str = "keras3") -> dict[str, Any]:
 @functools.cache
 def _objects(target: str) -> dict[str, Any]:
     """Defined (and registered with Keras 3) once per process."""
+    from .real_keras import build_all
+
     if target == "keras3":
         import keras
 
-        return _keras3_objects(keras)
+        return {**_keras3_objects(keras), **build_all(keras, target)}
     import tf_keras
 
-    return {"Merge": _merge_class(tf_keras.layers.Layer, _TfKerasOps(tf_keras.backend), None)}
+    return {"Merge": _merge_class(tf_keras.layers.Layer, _TfKerasOps(tf_keras.backend), None),
+            **build_all(tf_keras, target)}
 
 
 class _TfKerasOps:
