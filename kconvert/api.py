@@ -147,3 +147,31 @@ def compare_outputs(names: list[str], ya, yb) -> dict[str, Any]:
         rows.append({"name": name, "max_abs": max_abs, "max_rel": max_abs / scale if scale else max_abs,
                      "tolerance": tol, "ok": max_abs <= tol})
     return {"outputs": rows, "ok": all(r["ok"] for r in rows)}
+
+
+def check_caffe(model: Model, prototxt: str, caffemodel: str | None, data_format: str, batch: int = 2,
+                seed: int = 0, input_shape: tuple | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Run the Caffe net as Caffe computes it — kconvert's NCHW reference run, and OpenCV 4.x when installed — and
+    the converted model on the same random input; one comparison report per reference."""
+    from .convert import caffe_to_keras
+
+    reference = caffe_to_keras(prototxt, caffemodel, data_format="channels_first", input_shape=input_shape)
+    x_nchw = random_inputs(reference, batch, seed)
+    to_model = [np.moveaxis(x, 1, -1) if data_format == "channels_last" and x.ndim == 4 else x for x in x_nchw]
+    ours = model.predict(to_model if len(to_model) > 1 else to_model[0])
+    ours = [np.moveaxis(y, -1, 1) if data_format == "channels_last" and y.ndim == 4 else y
+            for y in (ours if isinstance(ours, list) else [ours])]
+    ref = reference.predict(x_nchw if len(x_nchw) > 1 else x_nchw[0], runtime="numpy")
+    reports = [("kconvert NCHW reference", compare_outputs(model.output_names, ref, ours))]
+    try:
+        import cv2
+    except ImportError:
+        return reports
+    if caffemodel is not None:
+        net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+        for name, x in zip(reference.input_names, x_nchw):
+            net.setInput(x, name)
+        cv_out = net.forward(model.output_names)
+        cv_out = [np.asarray(o).reshape(y.shape) for o, y in zip(cv_out, ours)]
+        reports.append((f"OpenCV {cv2.__version__}", compare_outputs(model.output_names, cv_out, ours)))
+    return reports

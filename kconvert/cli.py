@@ -177,6 +177,80 @@ def _print_report(report: dict) -> int:
     return EXIT_OK if report["ok"] else EXIT_MISMATCH
 
 
+# ---------------------------------------------------------------------------------------------- Caffe
+
+
+def _input_shape(text: str | None) -> tuple | None:
+    from .errors import ConfigError
+
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--input-shape wants N,C,H,W integers, got {text!r}") from None
+    if len(dims) < 2 or any(d <= 0 for d in dims):
+        raise ConfigError(f"--input-shape wants positive N,C,H,W integers, got {text!r}")
+    return dims
+
+
+@command("caffe2keras")
+def cmd_caffe2keras(args: argparse.Namespace) -> int:
+    from .convert import caffe_to_keras
+    from .formats.atomic import atomic_write
+
+    model = caffe_to_keras(args.prototxt, args.caffemodel, data_format=args.data_format,
+                           input_shape=_input_shape(args.input_shape))
+    out = args.output
+    ext = os.path.splitext(out)[1].lower()
+    if ext in (".h5", ".hdf5", ".keras"):
+        model.save(out)
+    elif ext in (".json", ".yaml", ".yml"):
+        with atomic_write(out, "w") as f:
+            f.write(model.to_json() if ext == ".json" else model.to_yaml())
+    else:
+        from .errors import ConfigError
+
+        raise ConfigError(f"the output must end in .h5, .keras, .json or .yaml, got {out!r}")
+    print(f"wrote {out}: {len(model.layers)} layers, inputs {', '.join(model.input_names)}, outputs "
+          f"{', '.join(model.output_names)} ({args.data_format}{'' if args.caffemodel else ', architecture only'})")
+    return _check_caffe_report(args, model) if args.check else EXIT_OK
+
+
+@command("caffe2onnx")
+def cmd_caffe2onnx(args: argparse.Namespace) -> int:
+    from .convert import caffe_to_keras, keras_to_onnx
+
+    model = caffe_to_keras(args.prototxt, args.caffemodel, data_format="channels_first",
+                           input_shape=_input_shape(args.input_shape))
+    proto = keras_to_onnx(model, args.output, opset=args.opset, progress=_progress_bar("lowering"))
+    print(f"wrote {args.output}: opset {args.opset}, {len(proto.graph.node)} nodes, inputs "
+          f"{', '.join(i.name for i in proto.graph.input)}")
+    if not args.check:
+        return EXIT_OK
+    from .api import check_onnx
+
+    print("check: kconvert's NCHW run vs onnxruntime on the written file")
+    code = _print_report(check_onnx(model, args.output))
+    return max(code, _check_caffe_report(args, model))
+
+
+def _check_caffe_report(args: argparse.Namespace, model) -> int:
+    from .api import check_caffe
+
+    if args.caffemodel is None:
+        from .errors import ConfigError
+
+        raise ConfigError("--check needs the caffemodel")
+    code = EXIT_OK
+    data_format = getattr(args, "data_format", "channels_first")
+    for what, report in check_caffe(model, args.prototxt, args.caffemodel, data_format,
+                                    input_shape=_input_shape(args.input_shape)):
+        print(f"check: converted model vs {what}")
+        code = max(code, _print_report(report))
+    return code
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -219,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the numpy engine and onnxruntime on the same inputs and compare (exit 3 if over "
                          "tolerance)")
     pk.add_argument("--check-input", help="a .npy/.npz input for --check (random inputs otherwise)")
+
+    pc = sub.add_parser("caffe2keras", help="convert a Caffe deploy prototxt (+ caffemodel) to a Keras model")
+    pc.add_argument("prototxt")
+    pc.add_argument("caffemodel", nargs="?", help="the weights (without them: the architecture only)")
+    pc.add_argument("-o", "--output", required=True, help="OUT.h5 (tf_keras), OUT.keras (Keras 3), .json or .yaml")
+    pc.add_argument("--data-format", choices=("channels_last", "channels_first"), default="channels_last")
+    pc.add_argument("--input-shape", help="N,C,H,W replacing the prototxt's input shape")
+    pc.add_argument("--check", action="store_true", help="compare with the net run as Caffe computes it "
+                    "(kconvert's NCHW run, and OpenCV 4.x when installed); exit 3 if over tolerance")
+
+    po = sub.add_parser("caffe2onnx", help="convert a Caffe deploy prototxt + caffemodel to ONNX (NCHW)")
+    po.add_argument("prototxt")
+    po.add_argument("caffemodel")
+    po.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    po.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    po.add_argument("--input-shape", help="N,C,H,W replacing the prototxt's input shape")
+    po.add_argument("--check", action="store_true", help="compare onnxruntime and OpenCV 4.x with kconvert's run")
 
     pv = sub.add_parser("validate", help="run two models on the same input and compare their outputs")
     pv.add_argument("model_a")

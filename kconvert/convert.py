@@ -103,3 +103,43 @@ def _input_entries(config: dict):
 
 def _feeds_embedding(model: Model) -> bool:
     return any(type(la).__name__ == "Embedding" for la in model.layers)
+
+
+# ---------------------------------------------------------------------------------------------- Caffe
+
+
+def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None,
+                   data_format: str = "channels_last", input_shape: tuple | None = None) -> Model:
+    """The kconvert Model of a Caffe deploy net (with its caffemodel's weights, or the architecture only).
+
+    Native Keras layers wherever they compute exactly what Caffe computes, kconvert's Caffe layers otherwise; the
+    model predicts, saves (`.h5` for tf_keras, `.keras` for Keras 3) and trains like any other. `input_shape`
+    (N, C, H, W) replaces the shape the prototxt gives its first input.
+    """
+    from .converters.caffe_net import caffe_net_to_model
+    from .formats.caffe import deploy_net, read_prototxt
+    from .formats.caffe.caffemodel import read_caffemodel
+
+    net = deploy_net(read_prototxt(os.fspath(prototxt)), file=os.fspath(prototxt))
+    if input_shape is not None:
+        _set_input_shape(net, input_shape, os.fspath(prototxt))
+    weights = read_caffemodel(os.fspath(caffemodel)).by_name() if caffemodel is not None else None
+    return caffe_net_to_model(net, weights, data_format=data_format, file=os.fspath(prototxt))
+
+
+def caffe_to_onnx(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, path: str | os.PathLike | None = None,
+                  opset: int = DEFAULT_OPSET, batch: int | None = None,
+                  input_shape: tuple | None = None) -> onnx.ModelProto:
+    """The ONNX model of a Caffe net, NCHW like Caffe (no layout Transposes); written to `path` if given."""
+    model = caffe_to_keras(prototxt, caffemodel, data_format="channels_first", input_shape=input_shape)
+    return keras_to_onnx(model, path, opset=opset, batch=batch)
+
+
+def _set_input_shape(net, shape: tuple, file: str) -> None:
+    from .errors import ConfigError
+
+    first = next((la for la in net.layer if la.type == "Input"), None)
+    if first is None:
+        raise ConfigError("the net has no Input layer whose shape --input-shape could set", file=file)
+    del first.input_param.shape[:]
+    first.input_param.shape.add().dim.extend(int(d) for d in shape)
