@@ -27,12 +27,20 @@ def command(name: str):
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .api import inspect_file
+    from .formats.detect import CAFFE_FORMATS
 
-    report = inspect_file(args.file)
+    if args.caffemodel and args.weights and args.caffemodel != args.weights:
+        from .errors import ConfigError
+
+        raise ConfigError("give the caffemodel once: as the second argument or as --weights")
+    report = inspect_file(args.file, weights=args.weights or args.caffemodel, mean=args.mean)
     if args.json:
         import json
 
         print(json.dumps(report, indent=1, default=str))
+        return EXIT_OK
+    if report.get("kind") in CAFFE_FORMATS:
+        _print_caffe_report(report)
         return EXIT_OK
     print(f"file:    {report['file']}")
     print(f"format:  {report['format']}")
@@ -51,6 +59,86 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for w in report["weights"]:
             print(f"  {w['name']:<50} {str(tuple(w['shape'])):<24} {w['dtype']}")
     return EXIT_OK
+
+
+def _shape_text(shape) -> str:
+    return "?" if shape is None else "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"
+
+
+def _size_text(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _table(rows: list[list[str]], indent: str = "  ") -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print((indent + "  ".join(c.ljust(w) for c, w in zip(r, widths))).rstrip())
+
+
+def _print_caffe_report(r: dict) -> None:
+    """The text form of a Caffe inspect report (prototxt, caffemodel or mean file)."""
+    print(f"file:    {r['file']}")
+    print(f"format:  {r['format']}")
+    if "net" in r:
+        print(f"net:     {r['net'] or '(unnamed)'}")
+    w = r.get("weights")
+    if w:
+        print(f"weights: {w['file']} (net '{w['net']}': {w['layers']} layers with {w['blobs']} blobs, "
+              f"{w['values']:,} values, {_size_text(w['bytes'])})")
+        if w["not_in_deploy_net"]:
+            print(f"         layers with weights the deploy net does not use: {', '.join(w['not_in_deploy_net'])}")
+    if "inputs" in r:
+        print(f"\ninputs (NCHW, from {r['input_form']}):")
+        for i in r["inputs"]:
+            shape = _shape_text(i["shape"]) if i["shape"] else "no shape in the file"
+            how = f"; shape from {i['shape_from']}" if i.get("shape_from") else ""
+            print(f"  {i['name']:<20} {shape:<20} {i['from']}{how}")
+    if r["kind"] == "caffe_prototxt":
+        rows = [["name", "type", "bottoms -> tops", "output (NCHW)"] + (["blobs"] if w else []) + ["note"]]
+        for la in r["layers"]:
+            shapes = " ".join(_shape_text(s) for s in la["output_shapes"]) if la["output_shapes"] else "-"
+            note = "" if la["deploy"] is not False else "not in the deploy net"
+            note = ", ".join(x for x in (la["phase"] and f"phase {la['phase']}", note) if x)
+            blobs = [" ".join(_shape_text(b) for b in la["blobs"]) or "-"] if w else []
+            rows.append([la["name"], la["type"], f"{','.join(la['bottoms']) or '-'} -> {','.join(la['tops'])}",
+                         shapes, *blobs, note])
+        print("\nlayers:")
+        _table(rows)
+        if r["outputs"]:
+            print("\noutputs:")
+            for o in r["outputs"]:
+                print(f"  {o['name']:<20} {_shape_text(o['shape'])}")
+        if r["conversion_error"]:
+            what = "with the weights failed (shapes from the architecture alone)" if r["outputs"] else \
+                "failed (no output shapes)"
+            print(f"\nconversion {what}: {r['conversion_error']}")
+    elif r["kind"] == "caffemodel":
+        rows = [["name", "type", "version", "blobs", "bytes"]]
+        for la in r["layers"]:
+            rows.append([la["name"], la["type"], f"V{la['version']}",
+                         " ".join(_shape_text(b["shape"]) for b in la["blobs"]) or "-",
+                         _size_text(sum(b["bytes"] for b in la["blobs"])) if la["blobs"] else "-"])
+        print("\nlayers:")
+        _table(rows)
+        t = r["weights_total"]
+        print(f"\ntotal: {t['layers']} layers with {t['blobs']} blobs, {t['values']:,} values, "
+              f"{_size_text(t['bytes'])}")
+    m = r.get("mean")
+    if m:
+        print(f"\nmean:    {m['file']}: shape {_shape_text(m['shape'])}, per-channel mean "
+              f"[{', '.join(f'{v:.6g}' for v in m['per_channel_mean'])}], min {m['min']:.6g}, max {m['max']:.6g}")
+    if r.get("channel_order"):
+        print(f"\nchannel order: {r['channel_order']}")
+    if r.get("preprocessing"):
+        print("preprocessing:")
+        for line in r["preprocessing"]:
+            print(f"  {line}")
+    for warning in r.get("warnings") or []:
+        print(f"warning: {warning}")
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -149,8 +237,8 @@ def cmd_keras2onnx(args: argparse.Namespace) -> int:
                                     inputs_as_nchw=args.inputs_as_nchw))
 
 
-def _progress_bar(what: str):
-    """A tqdm bar on stderr for long lowerings (shown only on a terminal)."""
+def _progress_bar(what: str, min_total: int = 100):
+    """A tqdm bar on stderr for long work of at least `min_total` steps (shown only on a terminal)."""
     if not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -158,7 +246,7 @@ def _progress_bar(what: str):
     state = {}
 
     def update(done: int, total: int) -> None:
-        if "bar" not in state and total >= 100:
+        if "bar" not in state and total >= min_total:
             state["bar"] = tqdm(total=total, desc=what, unit="layer", leave=False)
         bar = state.get("bar")
         if bar is not None:
@@ -200,7 +288,7 @@ def cmd_caffe2keras(args: argparse.Namespace) -> int:
     from .formats.atomic import atomic_write
 
     model = caffe_to_keras(args.prototxt, args.caffemodel, data_format=args.data_format,
-                           input_shape=_input_shape(args.input_shape))
+                           input_shape=_input_shape(args.input_shape), progress=_caffe_progress(args.caffemodel))
     out = args.output
     ext = os.path.splitext(out)[1].lower()
     if ext in (".h5", ".hdf5", ".keras"):
@@ -217,12 +305,18 @@ def cmd_caffe2keras(args: argparse.Namespace) -> int:
     return _check_caffe_report(args, model) if args.check else EXIT_OK
 
 
+def _caffe_progress(caffemodel: str | None):
+    """A progress bar over the layers when the weights are big enough for the conversion to take a while."""
+    big = caffemodel is not None and os.path.exists(caffemodel) and os.path.getsize(caffemodel) > 64 * 2**20
+    return _progress_bar("converting", min_total=1) if big else None
+
+
 @command("caffe2onnx")
 def cmd_caffe2onnx(args: argparse.Namespace) -> int:
     from .convert import caffe_to_keras, keras_to_onnx
 
     model = caffe_to_keras(args.prototxt, args.caffemodel, data_format="channels_first",
-                           input_shape=_input_shape(args.input_shape))
+                           input_shape=_input_shape(args.input_shape), progress=_caffe_progress(args.caffemodel))
     proto = keras_to_onnx(model, args.output, opset=args.opset, progress=_progress_bar("lowering"))
     print(f"wrote {args.output}: opset {args.opset}, {len(proto.graph.node)} nodes, inputs "
           f"{', '.join(i.name for i in proto.graph.input)}")
@@ -260,13 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
 
-    pi = sub.add_parser("inspect", help="show a model file's format, layers, inputs/outputs and weights")
+    pi = sub.add_parser("inspect", help="show a model file's format, layers, inputs/outputs and weights (Caffe: "
+                        "also input shape, channel order and preprocessing)")
     pi.add_argument("file")
+    pi.add_argument("caffemodel", nargs="?", help="with a Caffe prototxt: its .caffemodel (as --weights)")
+    pi.add_argument("--weights", help="with a Caffe prototxt: its .caffemodel (blob shapes, checked against the net)")
+    pi.add_argument("--mean", help="with a Caffe prototxt: the mean .binaryproto of its training data")
     pi.add_argument("--json", action="store_true", help="machine-readable output")
 
     pp = sub.add_parser("predict", help="run a model on inputs from a .npy/.npz file (or random ones)")
     pp.add_argument("model")
-    pp.add_argument("--weights", help="weights file when MODEL is a JSON/YAML config")
+    pp.add_argument("--weights", help="weights file when MODEL is a JSON/YAML config (a .caffemodel for a prototxt)")
     pp.add_argument("--input", help=".npy (one input) or .npz (keys input_0, input_1, ... or any, in key order)")
     pp.add_argument("-o", "--output", help="write the outputs to this .npz (output_0, output_1, ...)")
     pp.add_argument("--expect", help=".npz with reference outputs output_0, ... to compare against (exit 3 if over "

@@ -109,7 +109,7 @@ def _feeds_embedding(model: Model) -> bool:
 
 
 def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None,
-                   data_format: str = "channels_last", input_shape: tuple | None = None) -> Model:
+                   data_format: str = "channels_last", input_shape: tuple | None = None, progress=None) -> Model:
     """The kconvert Model of a Caffe deploy net (with its caffemodel's weights, or the architecture only).
 
     Native Keras layers wherever they compute exactly what Caffe computes, kconvert's Caffe layers otherwise; the
@@ -124,7 +124,7 @@ def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | 
     if input_shape is not None:
         _set_input_shape(net, input_shape, os.fspath(prototxt))
     weights = read_caffemodel(os.fspath(caffemodel)).by_name() if caffemodel is not None else None
-    return caffe_net_to_model(net, weights, data_format=data_format, file=os.fspath(prototxt))
+    return caffe_net_to_model(net, weights, data_format=data_format, file=os.fspath(prototxt), progress=progress)
 
 
 def caffe_to_onnx(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, path: str | os.PathLike | None = None,

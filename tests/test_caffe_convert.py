@@ -64,7 +64,8 @@ def test_caffe_to_onnx_is_nchw_without_transposes(name, tmp_path):
     prototxt, caffemodel = _files(name)
     path = tmp_path / f"{name}.onnx"
     proto = caffe_to_onnx(prototxt, caffemodel, path)
-    assert sum(n.op_type == "Transpose" for n in proto.graph.node) == 0
+    permutes = open(prototxt).read().count('type: "Permute"')  # the net's own transposes; no layout ones
+    assert sum(n.op_type == "Transpose" for n in proto.graph.node) == permutes
     io = _io(name)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = caffe_to_keras(prototxt, caffemodel, data_format="channels_first")
@@ -91,7 +92,7 @@ def test_saved_model_loads_in_kconvert_and_tf_keras(name, tmp_path, tfk):
         assert_close(c, a)
 
 
-@pytest.mark.parametrize("name", ["resnet_block", "squeeze_mobile"])
+@pytest.mark.parametrize("name", ["resnet_block", "squeeze_mobile", "alexnet_like", "elementwise", "pooling_rules"])
 def test_saved_keras3_archive_loads_in_keras3(name, tmp_path):
     import keras
 
@@ -201,3 +202,10 @@ def test_cli_caffe_errors_are_one_line(tmp_path, capsys, args, message):
     assert main(["caffe2keras", *_files("lenet"), *args]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_progress_is_reported_per_layer():
+    calls = []
+    caffe_to_keras(*_files("lenet"), progress=lambda done, total: calls.append((done, total)))
+    n = len(calls)
+    assert n == calls[-1][1] and [c[0] for c in calls] == list(range(1, n + 1))

@@ -46,6 +46,10 @@ class CaffeBuilder:
             return a
         return ndim - 1 if a == 1 else (a - 1 if a >= 2 else 0)
 
+    def axis_inverse(self, keras_axis: int, ndim: int) -> int:
+        """The Caffe (NCHW-numbered) axis held by Keras axis `keras_axis`."""
+        return next(a for a in range(ndim) if self.axis(a, ndim) == keras_axis)
+
     def caffe_shape(self, value) -> tuple:
         """The NCHW shape Caffe sees for a model value."""
         s = tuple(value.shape)
@@ -66,6 +70,10 @@ class CaffeBuilder:
 
     def blob(self, lp, blobs: list, index: int, shape: tuple) -> np.ndarray:
         """Blob `index` as a float32 array of `shape` (legacy right-aligned 4-D dims are reshaped)."""
+        return np.array(self.blob_view(lp, blobs, index, shape), dtype=np.float32)
+
+    def blob_view(self, lp, blobs: list, index: int, shape: tuple) -> np.ndarray:
+        """Blob `index` reshaped to `shape`, not copied (a read-only view of the caffemodel, any dtype)."""
         if index >= len(blobs):
             raise WeightsError(f"{lp.type} needs blob {index}, the caffemodel has {len(blobs)}", file=self.file,
                                layer=lp.name)
@@ -73,7 +81,7 @@ class CaffeBuilder:
         if array.size != int(np.prod(shape)):
             raise WeightsError(f"{lp.type} blob {index} has shape {array.shape} ({array.size} values); the "
                                f"prototxt implies {tuple(shape)}", file=self.file, layer=lp.name)
-        return np.array(array, dtype=np.float32).reshape(shape)
+        return array.reshape(shape)
 
     def call(self, layer, inputs: list, weights: list | None = None) -> list:
         """Call a kconvert layer on Values (one or a list) and set its weights; returns the outputs as a list."""
@@ -157,9 +165,25 @@ def convolution(b: CaffeBuilder, lp, ins: list) -> list:
         layer = kl.Conv2D(filters, kernel, strides=stride, padding=padding, dilation_rate=dilation, groups=groups,
                           use_bias=use_bias, data_format=b.data_format, name=lp.name)
         if blobs is not None:
-            w = b.blob(lp, blobs, 0, (filters, c_in // groups, *kernel)).transpose(2, 3, 1, 0)
+            w = _units_last(b.blob_view(lp, blobs, 0, (filters, c_in // groups, *kernel)))  # (kh, kw, in, out)
             weights = [w] + ([b.blob(lp, blobs, 1, (filters,))] if use_bias else [])
     return b.call(layer, [x], weights)
+
+
+_BLOCK_BYTES = 2 << 20
+
+
+def _units_last(src: np.ndarray) -> np.ndarray:
+    """Caffe weights (units, inner, *spatial) as a new C-contiguous float32 (*spatial, inner, units) array: Keras's
+    Conv2D kernel, or a Dense kernel with rows in H,W,C order. Copied in blocks of units straight from the (mapped)
+    blob: one pass, cache-sized temporaries, no full-size intermediate (VGG16's fc6 is 411 MB)."""
+    axes = (*range(2, src.ndim), 1, 0)
+    out = np.empty(tuple(src.shape[a] for a in axes), np.float32)
+    step = max(1, _BLOCK_BYTES // max(1, 4 * src[:1].size))
+    for u0 in range(0, src.shape[0], step):
+        block = np.array(src[u0:u0 + step], dtype=np.float32)  # contiguous, cache-sized: the transposed write is fast
+        out[..., u0:u0 + step] = block.transpose(axes)
+    return out
 
 
 @caffe_layer("Deconvolution")
@@ -211,12 +235,15 @@ def inner_product(b: CaffeBuilder, lp, ins: list) -> list:
     blobs = b.blobs(lp)
     weights = None
     if blobs is not None:
-        w = b.blob(lp, blobs, 0, (k, units) if p.transpose else (units, k))
-        w = w if p.transpose else w.T  # (K in Caffe's C,H,W order, units)
-        if b.channels_last and len(caffe_shape) > 2:
-            w = w.reshape(*caffe_shape[1:], units)
-            w = np.moveaxis(w, 0, -2).reshape(k, units)  # rows in H,W,C order
-        weights = [np.ascontiguousarray(w)] + ([b.blob(lp, blobs, 1, (units,))] if p.bias_term else [])
+        spatial = b.channels_last and len(caffe_shape) > 2
+        if p.transpose:  # stored (K in Caffe's C,H,W order, units)
+            w = b.blob(lp, blobs, 0, (k, units))
+            if spatial:
+                w = np.moveaxis(w.reshape(*caffe_shape[1:], units), 0, -2).reshape(k, units)  # rows in H,W,C order
+        else:  # stored (units, K): one blocked pass to (K, units), rows in H,W,C order where the input is spatial
+            w = _units_last(b.blob_view(lp, blobs, 0, (units, *caffe_shape[1:]) if spatial else (units, k)))
+        weights = [np.ascontiguousarray(w).reshape(k, units)] + \
+            ([b.blob(lp, blobs, 1, (units,))] if p.bias_term else [])
     return b.call(kl.Dense(units, use_bias=bool(p.bias_term), name=lp.name), [x], weights)
 
 
@@ -418,3 +445,128 @@ def _caffe_class(name: str):
     if cls is None:
         raise UnknownLayerError(f"kconvert's {name} layer is not available")
     return cls
+
+
+# ---------------------------------------------------------------------------------------------- kconvert's Caffe layers
+
+
+@caffe_layer("LRN")
+def lrn(b: CaffeBuilder, lp, ins: list) -> list:
+    p = lp.lrn_param
+    region = "within_channel" if int(p.norm_region) == 1 else "across_channels"
+    layer = _caffe_class("LRN")(local_size=int(p.local_size), alpha=float(p.alpha), beta=float(p.beta),
+                                k=float(p.k), norm_region=region, data_format=b.data_format, name=lp.name)
+    return b.call(layer, ins)
+
+
+@caffe_layer("Scale")
+def scale(b: CaffeBuilder, lp, ins: list) -> list:
+    """A Scale not folded into a BatchNorm: CaffeScale (one bottom: gamma blob; two: the scale is bottom[1])."""
+    p = lp.scale_param
+    layer = _caffe_class("CaffeScale")(axis=int(p.axis), num_axes=int(p.num_axes), bias_term=bool(p.bias_term),
+                                       data_format=b.data_format, name=lp.name)
+    out = b.call(layer, ins)
+    blobs = b.blobs(lp)
+    if blobs is not None:
+        shapes = [w.shape for w in layer.weights]
+        layer.set_weights([b.blob(lp, blobs, i, s) for i, s in enumerate(shapes)])
+    return out
+
+
+def _elementwise(kind: str, args: Callable) -> Callable:
+    def fn(b: CaffeBuilder, lp, ins: list) -> list:
+        return b.call(_caffe_class(kind)(name=lp.name, **args(lp)), ins)
+    return fn
+
+
+caffe_layer("Power")(_elementwise("Power", lambda lp: {
+    "power": float(lp.power_param.power), "scale": float(lp.power_param.scale),
+    "shift": float(lp.power_param.shift)}))
+caffe_layer("Exp")(_elementwise("CaffeExp", lambda lp: {
+    "base": float(lp.exp_param.base), "scale": float(lp.exp_param.scale), "shift": float(lp.exp_param.shift)}))
+caffe_layer("Log")(_elementwise("CaffeLog", lambda lp: {
+    "base": float(lp.log_param.base), "scale": float(lp.log_param.scale), "shift": float(lp.log_param.shift)}))
+caffe_layer("Threshold")(_elementwise("CaffeThreshold", lambda lp: {
+    "threshold": float(lp.threshold_param.threshold)}))
+caffe_layer("Clip")(_elementwise("CaffeClip", lambda lp: {
+    "min": float(lp.clip_param.min), "max": float(lp.clip_param.max)}))
+caffe_layer("AbsVal")(_elementwise("AbsVal", lambda lp: {}))
+
+
+@caffe_layer("Slice")
+def slice_layer(b: CaffeBuilder, lp, ins: list) -> list:
+    p = lp.slice_param
+    axis = int(p.slice_dim) if p.HasField("slice_dim") else int(p.axis)
+    points = [int(v) for v in p.slice_point]
+    layer = _caffe_class("CaffeSlice")(axis=axis, slice_points=points or None, num_outputs=len(lp.top),
+                                       data_format=b.data_format, name=lp.name)
+    return b.call(layer, ins)
+
+
+@caffe_layer("Crop")
+def crop(b: CaffeBuilder, lp, ins: list) -> list:
+    """Cropping2D where the crop is of the two spatial axes with static sizes, CaffeCrop otherwise."""
+    p = lp.crop_param
+    axis = int(p.axis) % len(ins[0].shape)
+    offsets = [int(o) for o in p.offset]
+    x_shape, ref_shape = b.caffe_shape(ins[0]), b.caffe_shape(ins[1])
+    if axis == 2 and len(x_shape) == 4 and None not in x_shape[2:] + ref_shape[2:]:
+        offs = (offsets * 2)[:2] if len(offsets) <= 1 else offsets
+        offs = offs or [0, 0]
+        cropping = tuple((o, x - r - o) for o, x, r in zip(offs, x_shape[2:], ref_shape[2:]))
+        if all(lo >= 0 and hi >= 0 for lo, hi in cropping):
+            return b.call(kl.Cropping2D(cropping, data_format=b.data_format, name=lp.name), [ins[0]])
+    layer = _caffe_class("CaffeCrop")(axis=int(p.axis), offset=offsets, data_format=b.data_format, name=lp.name)
+    return b.call(layer, ins)
+
+
+@caffe_layer("ArgMax")
+def argmax(b: CaffeBuilder, lp, ins: list) -> list:
+    p = lp.argmax_param
+    layer = _caffe_class("CaffeArgMax")(top_k=int(p.top_k), out_max_val=bool(p.out_max_val),
+                                        axis=int(p.axis) if p.HasField("axis") else None,
+                                        data_format=b.data_format, name=lp.name)
+    return b.call(layer, ins)
+
+
+@caffe_layer("Reshape")
+def reshape(b: CaffeBuilder, lp, ins: list) -> list:
+    """Caffe's reshape (0 copies a dim, -1 infers one) in NCHW order; to rank 2 or 4 (channels_last: the value is
+    permuted to NCHW order first and a 4-D result back to NHWC)."""
+    p = lp.reshape_param
+    x = ins[0]
+    ndim = len(x.shape)
+    if int(p.axis) != 0 or int(p.num_axes) != -1:
+        raise ConfigError("Reshape with axis/num_axes is not supported yet", file=b.file, layer=lp.name)
+    dims = [int(d) for d in p.shape.dim]
+    src = b.caffe_shape(x)
+    target = [src[i] if d == 0 else d for i, d in enumerate(dims)]
+    if target[0] not in (None, -1) and target[0] != src[0]:
+        raise ConfigError("Reshape cannot change the batch size", file=b.file, layer=lp.name)
+    target = target[1:]
+    if len(target) + 1 not in (2, 4):
+        raise ConfigError(f"Reshape to rank {len(target) + 1} is not supported yet", file=b.file, layer=lp.name)
+    if b.channels_last and ndim == 4:
+        x = b.call(kl.Permute((3, 1, 2), name=f"{lp.name}_nchw"), [x])[0]
+    if b.channels_last and len(target) == 3:
+        y = b.call(kl.Reshape(tuple(target), name=f"{lp.name}_reshape"), [x])[0]
+        return b.call(kl.Permute((2, 3, 1), name=lp.name), [y])
+    return b.call(kl.Reshape(tuple(target), name=lp.name), [x])
+
+
+@caffe_layer("Permute")
+def permute(b: CaffeBuilder, lp, ins: list) -> list:
+    """Caffe's Permute (SSD): `order` over NCHW axes; in channels_last the result stays a channels_last view
+    of the permuted blob, so the Keras permutation composes the layout change on both sides."""
+    x = ins[0]
+    ndim = len(x.shape)
+    order = [int(o) for o in lp.permute_param.order]
+    order += [a for a in range(ndim) if a not in order]
+    if sorted(order) != list(range(ndim)) or order[0] != 0:
+        raise ConfigError(f"Permute order {order} must keep the batch axis first", file=b.file, layer=lp.name)
+    to_caffe = [b.axis(a, ndim) for a in range(ndim)]  # Keras axis of each Caffe axis
+    keras_to_caffe = [b.axis_inverse(i, ndim) for i in range(ndim)]  # Caffe axis of each Keras axis
+    perm = [to_caffe[order[keras_to_caffe[i]]] for i in range(ndim)]
+    if perm == list(range(ndim)):
+        return ins
+    return b.call(kl.Permute(tuple(perm[1:]), name=lp.name), [x])

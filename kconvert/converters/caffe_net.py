@@ -12,8 +12,11 @@ from .caffe_layers import CAFFE_LAYERS, CaffeBuilder, batch_norm
 
 
 def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "channels_last",
-                       file: str | None = None, model_cls=None):
-    """Build the model of a deploy net; `weights` maps layer names to caffemodel layers (None: architecture only)."""
+                       file: str | None = None, model_cls=None, progress=None):
+    """Build the model of a deploy net; `weights` maps layer names to caffemodel layers (None: architecture only).
+
+    `progress(done, total)` is called after each Caffe layer.
+    """
     builder = CaffeBuilder(data_format, weights, file)
     values: dict[str, object] = {}
     inputs, produced, consumed = [], [], set()
@@ -52,6 +55,8 @@ def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "cha
             raise ConfigError(f"{lp.type} produced {len(outs)} blobs for {len(lp.top)} tops", file=file,
                               layer=lp.name)
         layer_outputs[lp.name] = list(outs)
+        if progress is not None:
+            progress(i + 1, len(layers))
         for top, value in zip(lp.top, outs):
             values[top] = value
             produced.append(top)

@@ -3,6 +3,8 @@
 from . import (  # noqa: F401 - every module that registers lowerings
     applications,
     attention,
+    caffe_elementwise_shapes,
+    caffe_pooling_normalization,
     conv,
     conv_recurrent,
     core,
