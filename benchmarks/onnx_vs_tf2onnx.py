@@ -33,10 +33,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from versions import onnxruntime_package, version
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "onnx_vs_tf2onnx"
@@ -216,13 +216,8 @@ def ratio(num, den, goal: str, at_least: bool) -> str:
 
 
 def versions(tf2onnx_python: str | None) -> list[str]:
-    def ver(pkg: str) -> str:
-        try:
-            return metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            return "absent"
-
-    ort_pkg = next((p for p in ("onnxruntime", "onnxruntime-gpu") if ver(p) != "absent"), "onnxruntime")
+    ver = version
+    ort_pkg = onnxruntime_package()
     lines = [f"python {platform.python_version()} ({sys.executable}): kconvert {ver('kconvert')}, numpy "
              f"{ver('numpy')}, onnx {ver('onnx')}, {ort_pkg} {ver(ort_pkg)}, tf_keras {ver('tf_keras')}, "
              f"tensorflow {ver('tensorflow')}"]

@@ -17,6 +17,15 @@ def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "cha
 
     `progress(done, total)` is called after each Caffe layer.
     """
+    if weights is not None:  # every weight is then set from a blob: skip the random draws it would overwrite
+        from ..layers.base import weights_follow
+
+        with weights_follow():
+            return _build(net, weights, data_format, file, model_cls, progress)
+    return _build(net, weights, data_format, file, model_cls, progress)
+
+
+def _build(net, weights, data_format, file, model_cls, progress):
     builder = CaffeBuilder(data_format, weights, file)
     values: dict[str, object] = {}
     inputs, produced, consumed = [], [], set()
