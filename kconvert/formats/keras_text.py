@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from ..errors import ConfigError, FormatError
+from .files import read_bytes
 
 __all__ = ["load_config_text", "dump_json", "dump_yaml", "read_config_file", "sniff_text_format"]
 
@@ -186,15 +187,7 @@ _EXT_FORMAT = {".json": "json", ".yaml": "yaml", ".yml": "yaml"}
 def read_config_file(path: str | os.PathLike) -> dict:
     """Read a JSON or YAML configuration file (format from the extension, else sniffed)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise FormatError("is a directory, not a configuration file", file=path) from None
-    except OSError as e:
-        raise FormatError(f"cannot read the file: {e.strerror or e}", file=path) from None
+    data = read_bytes(path, "configuration file")
     if data.startswith(b"\x89HDF\r\n\x1a\n") or data.startswith(b"PK\x03\x04"):
         raise FormatError("is a binary model file (HDF5 or ZIP), not a JSON/YAML configuration", file=path)
     try:

@@ -56,47 +56,53 @@ def emit_conv(ctx: LoweringContext, x: str, kernel: np.ndarray, bias, strides, p
                     dilations=list(dilations), group=int(groups), **padding)
 
 
-def _finish(ctx, layer, x: TensorRef, y: str, node) -> list[TensorRef]:
+def _finish(ctx, layer, y: str, node) -> list[TensorRef]:
     out_shape = node.outputs[0].shape
     perm = channels_first_perm(len(out_shape)) if layer.data_format == "channels_last" else None
     return [apply_activation(ctx, TensorRef(y, out_shape, "float32", perm), layer._act, layer)]
 
 
+def _windowed_input(ctx, layer, ref: TensorRef) -> tuple[TensorRef, dict]:
+    """The input channels-first, and the layer's padding as ONNX attributes."""
+    pads = window_pads(layer.padding, spatial_sizes(layer, ref), layer.kernel_size, layer.strides,
+                       layer.dilation_rate)
+    return channels_first_input(ctx, layer, ref), pads
+
+
+def _bias(layer):
+    return layer.bias.value if layer.bias is not None else None
+
+
+def _depthwise_kernel(layer) -> np.ndarray:
+    """(*k, C, mult) as a grouped-conv kernel (*k, 1, C*mult): output channel c * mult + m."""
+    return layer.depthwise_kernel.value.reshape((*layer.kernel_size, 1, -1))
+
+
 @lowers("Conv1D", "Conv2D", "Conv3D")
 def conv(ctx, layer, ins, node):
-    x = channels_first_input(ctx, layer, ins[0])
-    pads = window_pads(layer.padding, spatial_sizes(layer, ins[0]), layer.kernel_size, layer.strides,
-                       layer.dilation_rate)
-    kernel, bias = folded_kernel_bias(ctx, layer, layer.kernel.value,
-                                      layer.bias.value if layer.bias is not None else None)
+    x, pads = _windowed_input(ctx, layer, ins[0])
+    kernel, bias = folded_kernel_bias(ctx, layer, layer.kernel.value, _bias(layer))
     y = emit_conv(ctx, x.name, kernel, bias, layer.strides, pads, layer.dilation_rate, layer.groups)
-    return _finish(ctx, layer, x, y, node)
+    return _finish(ctx, layer, y, node)
 
 
 @lowers("DepthwiseConv1D", "DepthwiseConv2D")
 def depthwise(ctx, layer, ins, node):
-    x = channels_first_input(ctx, layer, ins[0])
+    x, pads = _windowed_input(ctx, layer, ins[0])
+    kernel, bias = folded_kernel_bias(ctx, layer, _depthwise_kernel(layer), _bias(layer))
     channels = layer._input_channels(ins[0].shape)
-    pads = window_pads(layer.padding, spatial_sizes(layer, ins[0]), layer.kernel_size, layer.strides,
-                       layer.dilation_rate)
-    dk = layer.depthwise_kernel.value.reshape((*layer.kernel_size, 1, -1))  # output channel c * mult + m
-    kernel, bias = folded_kernel_bias(ctx, layer, dk, layer.bias.value if layer.bias is not None else None)
     y = emit_conv(ctx, x.name, kernel, bias, layer.strides, pads, layer.dilation_rate, channels)
-    return _finish(ctx, layer, x, y, node)
+    return _finish(ctx, layer, y, node)
 
 
 @lowers("SeparableConv1D", "SeparableConv2D")
 def separable(ctx, layer, ins, node):
-    x = channels_first_input(ctx, layer, ins[0])
+    x, pads = _windowed_input(ctx, layer, ins[0])
     channels = layer._input_channels(ins[0].shape)
-    pads = window_pads(layer.padding, spatial_sizes(layer, ins[0]), layer.kernel_size, layer.strides,
-                       layer.dilation_rate)
-    dk = layer.depthwise_kernel.value.reshape((*layer.kernel_size, 1, -1))
-    y = emit_conv(ctx, x.name, dk, None, layer.strides, pads, layer.dilation_rate, channels)
-    kernel, bias = folded_kernel_bias(ctx, layer, layer.pointwise_kernel.value,
-                                      layer.bias.value if layer.bias is not None else None)
+    y = emit_conv(ctx, x.name, _depthwise_kernel(layer), None, layer.strides, pads, layer.dilation_rate, channels)
+    kernel, bias = folded_kernel_bias(ctx, layer, layer.pointwise_kernel.value, _bias(layer))
     y = emit_conv(ctx, y, kernel, bias, (1,) * layer.rank, {}, (1,) * layer.rank, 1)
-    return _finish(ctx, layer, x, y, node)
+    return _finish(ctx, layer, y, node)
 
 
 @lowers("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose")
@@ -111,7 +117,7 @@ def conv_transpose(ctx, layer, ins, node):
     n = k.ndim - 2
     inputs = [x.name, ctx.const(np.ascontiguousarray(np.transpose(k, [n + 1, n, *range(n)])), "kernel")]
     if layer.bias is not None:
-        inputs.append(ctx.const(layer.bias.value, "bias"))
+        inputs.append(ctx.const(_bias(layer), "bias"))
     out_pad = [e + max(-hi, 0) for e, (_, hi) in zip(extra, pads)]
     lo_extra = [max(-lo, 0) for lo, _ in pads]
     y = ctx.node("ConvTranspose", inputs, kernel_shape=list(layer.kernel_size), strides=list(layer.strides),
@@ -119,4 +125,4 @@ def conv_transpose(ctx, layer, ins, node):
                  dilations=list(layer._dilation()), output_padding=out_pad)
     if any(lo_extra):
         y = ctx.node("Pad", [y, ctx.ints([0, 0, *lo_extra, 0, 0, *([0] * n)], "pads")])
-    return _finish(ctx, layer, x, y, node)
+    return _finish(ctx, layer, y, node)

@@ -8,6 +8,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from ...errors import FormatError
+from ..files import read_bytes
 from .schema import BlobProto
 
 __all__ = ["read_mean_binaryproto", "blob_to_array", "blob_shape"]
@@ -53,13 +54,7 @@ def blob_to_array(blob: BlobProto, *, file: str | None = None, what: str = "blob
 def read_mean_binaryproto(path: str | os.PathLike) -> np.ndarray:
     """Read a mean file (e.g. `imagenet_mean.binaryproto`) as float32, shaped as stored (usually 1, C, H, W)."""
     path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise FormatError("is a directory, not a .binaryproto file", file=path) from None
+    data = read_bytes(path, ".binaryproto file")
     if not data:
         raise FormatError("the file is empty", file=path)
     blob = BlobProto()

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from google.protobuf import text_format
 
 from ...errors import FormatError
+from ..files import read_bytes
 from . import schema
 from .schema import LayerParameter, NetParameter, NetState
 
@@ -210,13 +211,7 @@ def read_prototxt(path_or_text: str | os.PathLike | bytes) -> NetParameter:
     if isinstance(path_or_text, str) and (_looks_like_text(path_or_text) and not os.path.isfile(path_or_text)):
         return parse_prototxt(path_or_text)
     path = os.fspath(path_or_text)
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise FormatError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise FormatError("is a directory, not a prototxt file", file=path) from None
+    data = read_bytes(path, "prototxt file")
     net = parse_prototxt(_decode(data, path), file=path)
     if not (len(net.layer) or len(net.layers) or len(net.input)):
         raise FormatError("the prototxt defines no layers", file=path)
