@@ -363,17 +363,17 @@ def phases_worker(target: str) -> None:
 
     deploy, model = paths(1)
     times = {"imports": time.perf_counter() - t0}
-    state["phase"] = "read + convert"
+    state["phase"] = "read + build (weights deferred)"
     profile = cProfile.Profile()
     profile.enable()
     t0 = time.perf_counter()
     net = caffe_to_keras(deploy, model, data_format="channels_first" if target == "onnx" else "channels_last")
     times[state["phase"]] = time.perf_counter() - t0
     after = status()
-    state["phase"] = "write .onnx" if target == "onnx" else "write .h5"
+    state["phase"] = "transform + write .onnx" if target == "onnx" else "transform + write .h5"
     t0 = time.perf_counter()
-    if target == "onnx":
-        keras_to_onnx(net, WORK / "phases.onnx")
+    if target == "onnx":  # as the CLI does it: weights streamed to the file as they are lowered
+        keras_to_onnx(net, WORK / "phases.onnx", stream=True)
     else:
         net.save(WORK / "phases.h5")
     times[state["phase"]] = time.perf_counter() - t0

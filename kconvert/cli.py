@@ -225,7 +225,7 @@ def cmd_keras2onnx(args: argparse.Namespace) -> int:
     model = load_any(args.model, weights=args.weights, safe_mode=not args.unsafe)
     proto = keras_to_onnx(model, args.output, opset=args.opset, batch=args.batch,
                           inputs_as_nchw=args.inputs_as_nchw, progress=_progress_bar("lowering"),
-                          dynamic=args.dynamic)
+                          dynamic=args.dynamic, stream=True)
     n_transpose = sum(n.op_type == "Transpose" for n in proto.graph.node)
     print(f"wrote {args.output}: opset {args.opset}, {len(proto.graph.node)} nodes ({n_transpose} Transpose), "
           f"inputs {', '.join(i.name for i in proto.graph.input)}")
@@ -317,7 +317,7 @@ def cmd_caffe2onnx(args: argparse.Namespace) -> int:
 
     model = caffe_to_keras(args.prototxt, args.caffemodel, data_format="channels_first",
                            input_shape=_input_shape(args.input_shape), progress=_caffe_progress(args.caffemodel))
-    proto = keras_to_onnx(model, args.output, opset=args.opset, progress=_progress_bar("lowering"))
+    proto = keras_to_onnx(model, args.output, opset=args.opset, progress=_progress_bar("lowering"), stream=True)
     print(f"wrote {args.output}: opset {args.opset}, {len(proto.graph.node)} nodes, inputs "
           f"{', '.join(i.name for i in proto.graph.input)}")
     if not args.check:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import onnx
 
 from .converters.onnx_lowering import DEFAULT_OPSET, check_proto, lower_model
@@ -14,13 +15,16 @@ from .models import Model, load_model
 def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
                   batch: int | None = None, inputs_as_nchw: bool = False, *, weights: str | None = None,
                   custom_objects: dict | None = None, safe_mode: bool = True, optimize: bool = True,
-                  external_data: bool | None = None, progress=None, dynamic: bool = False) -> onnx.ModelProto:
+                  external_data: bool | None = None, progress=None, dynamic: bool = False,
+                  stream: bool = False) -> onnx.ModelProto:
     """The ONNX model of a Keras model (a kconvert Model or a `.h5`/`.keras`/JSON/YAML path); written to `path` if given.
 
     `batch` fixes the batch dimension (symbolic "N" by default); `inputs_as_nchw` declares channels_last image
     inputs channels-first; `weights` loads a weights file into a config-only model; `safe_mode=False` allows
     Lambda bytecode; `dynamic` makes sequence lengths and spatial sizes symbolic where the model allows (a
     warning says why not otherwise). The export passes onnx.checker (full check) and strict shape inference.
+    `stream` (with `path`) writes large weights to the file as they are lowered instead of holding the whole
+    model in memory; the returned proto then keeps only their name, type and dims (the data is in the file).
     """
     model = model_or_path
     if not isinstance(model, Model):
@@ -30,6 +34,9 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
             model.load_weights(weights)
     if dynamic:
         model = _dynamic_or_fixed(model, opset, batch, inputs_as_nchw, optimize)
+    if stream and path is not None:
+        return _stream_to_onnx(model, path, external_data, dict(opset=opset, batch=batch, optimize=optimize,
+                                                                inputs_as_nchw=inputs_as_nchw, progress=progress))
     proto = lower_model(model, opset=opset, batch=batch, inputs_as_nchw=inputs_as_nchw, optimize=optimize,
                         progress=progress, check=False)
     # serialize once: the checker and the file take the same bytes
@@ -37,6 +44,24 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
     check_proto(proto, serialized)
     if path is not None:
         write_onnx(proto, path, external_data=external_data, serialized=serialized)
+    return proto
+
+
+def _stream_to_onnx(model: Model, path, external_data: bool | None, options: dict) -> onnx.ModelProto:
+    from .formats.onnx_file import EXTERNAL_DATA_THRESHOLD
+    from .formats.onnx_stream import StreamedOnnx
+
+    if external_data is None:  # the weights decide: the lowered constants are about as large
+        external_data = sum(w.dtype.itemsize * int(np.prod(w.shape)) for w in model.weights) > \
+            EXTERNAL_DATA_THRESHOLD
+    out = StreamedOnnx(path, external=external_data)
+    try:
+        proto = lower_model(model, check=False, stream=out, **options)
+        check_proto(proto, stubs=out.streamed)
+        out.finish(proto)
+    except BaseException:
+        out.abort()
+        raise
     return proto
 
 
@@ -128,11 +153,12 @@ def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | 
 
 
 def caffe_to_onnx(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, path: str | os.PathLike | None = None,
-                  opset: int = DEFAULT_OPSET, batch: int | None = None,
-                  input_shape: tuple | None = None) -> onnx.ModelProto:
-    """The ONNX model of a Caffe net, NCHW like Caffe (no layout Transposes); written to `path` if given."""
+                  opset: int = DEFAULT_OPSET, batch: int | None = None, input_shape: tuple | None = None,
+                  stream: bool = False) -> onnx.ModelProto:
+    """The ONNX model of a Caffe net, NCHW like Caffe (no layout Transposes); written to `path` if given
+    (`stream`: weights written as they are converted, see `keras_to_onnx`)."""
     model = caffe_to_keras(prototxt, caffemodel, data_format="channels_first", input_shape=input_shape)
-    return keras_to_onnx(model, path, opset=opset, batch=batch)
+    return keras_to_onnx(model, path, opset=opset, batch=batch, stream=stream)
 
 
 def _set_input_shape(net, shape: tuple, file: str) -> None:

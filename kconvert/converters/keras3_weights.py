@@ -129,7 +129,7 @@ def model_state(model: Layer, optimizer: StateGroup | None = None) -> StateGroup
         group = root.ensure(path)
         group.has_vars = True
         group.name = getattr(obj, "name", None)
-        group.vars = [w.value for w in own]
+        group.vars = [w if w.deferred else w.value for w in own]  # a deferred weight streams when written
     if optimizer is not None:
         root.children["optimizer"] = optimizer
     return root
@@ -176,5 +176,5 @@ def _variable_path(layer: Layer, name: str) -> str:
 def legacy_weight_groups(layers: list[Layer]) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """(layer name, [(weight name, array)]) as Keras 3's legacy `.h5` writer stores them: the variable paths
     (tf.keras's weight names without `:0`, in Keras 3's spelling). Loaders use only their order."""
-    return [(layer.name, [(_variable_path(layer, w.name), w.value)
+    return [(layer.name, [(_variable_path(layer, w.name), w if w.deferred else w.value)
                           for w in layer.trainable_weights + layer.non_trainable_weights]) for layer in layers]

@@ -18,8 +18,9 @@ def legacy_weights(layer: Layer) -> list:
 
 
 def weight_groups(layers: Sequence[Layer]) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
-    """(layer name, [(weight name, array)]) per layer, as `model_weights` holds them."""
-    return [(la.name, [(w.name, w.value) for w in legacy_weights(la)]) for la in layers]
+    """(layer name, [(weight name, array)]) per layer, as `model_weights` holds them; a deferred weight is passed
+    as itself, for the writer to `produce()` when it writes that dataset."""
+    return [(la.name, [(w.name, w if w.deferred else w.value) for w in legacy_weights(la)]) for la in layers]
 
 
 def _assign(layer: Layer, arrays: Sequence[np.ndarray], file, saved_name: str,

@@ -249,7 +249,12 @@ def _write_group(h5group, node: StateGroup, *, file, where: str) -> None:
         if node.name is not None:
             vg.attrs["name"] = node.name
         for i, value in enumerate(node.vars):
-            arr = np.asarray(value)
+            if hasattr(value, "chunks") and value.shape and i not in node.bfloat16:  # deferred: block by block
+                ds = vg.create_dataset(str(i), value.shape, dtype=value.dtype)
+                for start, block in value.chunks():
+                    ds[start:start + len(block)] = block
+                continue
+            arr = np.asarray(value.produce() if hasattr(value, "produce") else value)
             if arr.dtype.kind not in "biufc":
                 raise WeightsError(f"{where}/vars/{i} has non-numeric dtype {arr.dtype}", file=file)
             if i in node.bfloat16:

@@ -333,8 +333,8 @@ def _normalize_weights(weights, *, file, layer) -> list[tuple[bytes, np.ndarray]
         if bname in seen:
             raise WeightsError(f"duplicate weight name '{bname.decode()}'", file=file, layer=layer)
         seen.add(bname)
-        arr = np.asarray(value)
-        if arr.dtype.kind not in "biufc":
+        arr = value if hasattr(value, "produce") else np.asarray(value)  # a deferred array: produced when written
+        if np.dtype(arr.dtype).kind not in "biufc":
             raise WeightsError(f"weight '{bname.decode()}' has non-numeric dtype {arr.dtype}", file=file, layer=layer)
         out.append((bname, arr))
     return out
@@ -363,6 +363,13 @@ def _write_weight_group(g, weights: list[tuple[bytes, np.ndarray]]) -> None:
     """tf_keras `save_subset_weights_to_hdf5_group`."""
     _save_string_list_attr(g, "weight_names", [n for n, _ in weights])
     for bname, arr in weights:
+        if hasattr(arr, "chunks") and arr.shape:  # a deferred array: written as it is produced, block by block
+            dset = g.create_dataset(bname.decode("utf-8"), arr.shape, dtype=arr.dtype)
+            for start, block in arr.chunks():
+                dset[start:start + len(block)] = block
+            continue
+        if hasattr(arr, "produce"):
+            arr = arr.produce()
         dset = g.create_dataset(bname.decode("utf-8"), arr.shape, dtype=arr.dtype)
         if not arr.shape:
             dset[()] = arr
@@ -398,6 +405,9 @@ def write_keras_h5(
     layer_weights: (layer_name, [(weight_name, array), ...]) in `model.layers` order, including layers
     without weights, each layer's weights in Keras's saved order (trainable, then non-trainable).
     Weight names are Keras variable names ('dense/kernel:0'); a '/' makes subgroups.
+    An array may also be a deferred one (an object with shape, dtype, `produce()` and `chunks()`, like a deferred
+    kconvert Weight): it is produced block by block as its dataset is written and dropped after, so a converted
+    model streams to the file without being held in memory.
     top_level_model_weights: weights owned by the model itself (written empty when None, as tf_keras does).
     The file is written atomically: on any error an existing file at `path` is left untouched.
     Raises WeightsError for bad names or non-numeric arrays, ConfigError for a config that is not

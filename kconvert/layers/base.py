@@ -151,40 +151,86 @@ class Weight:
     """A named weight array held by a layer.
 
     Every assignment of `value` takes a new `stamp` from a process-wide counter, so a cache of something
-    computed from the weights (an ONNX session) can tell that they changed.
+    computed from the weights (an ONNX session) can tell that they changed. A converter reading a large source
+    file can `defer` a weight: its value is computed on first use, a writer streaming weights to a file takes
+    them with `chunks()`/`produce()` without keeping them, and `release()` lets go of a computed value that the
+    producer can compute again — so a converted model never needs to sit in memory whole.
     """
 
-    __slots__ = ("name", "_value", "trainable", "stamp")
+    __slots__ = ("name", "_value", "trainable", "stamp", "_producer", "_computed")
 
     def __init__(self, name: str, value: np.ndarray, trainable: bool = True):
         self.name = name
+        self._producer = None
         self.value = value
         self.trainable = trainable
 
     @property
     def value(self) -> np.ndarray:
+        if self._producer is not None and not self._computed:
+            self._value, self._computed = self.produce(), True
         return self._value
 
     @value.setter
     def value(self, array: np.ndarray) -> None:
         self._value = array
+        self._producer = None
+        self._computed = False
         self.stamp = next(_WEIGHT_STAMPS)
 
     @property
     def shape(self) -> tuple:
-        return self.value.shape
+        return self._value.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._value.dtype
+
+    @property
+    def deferred(self) -> bool:
+        """True while the value is still to be computed by the producer given to `defer`."""
+        return self._producer is not None and not self._computed
+
+    def defer(self, producer: Callable[[], np.ndarray]) -> None:
+        """Let `producer()` compute the value (of this weight's shape) when it is first needed."""
+        self._value = np.broadcast_to(np.zeros((), self.dtype), self.shape)  # shape and dtype, no memory
+        self._producer, self._computed = producer, False
+        self.stamp = next(_WEIGHT_STAMPS)
+
+    def release(self) -> None:
+        """Let go of a computed value its producer can compute again (a writer done with this weight)."""
+        if self._producer is not None and self._computed:
+            self._value, self._computed = np.broadcast_to(np.zeros((), self.dtype), self.shape), False
+
+    def produce(self) -> np.ndarray:
+        """The value; a deferred one is computed afresh and not kept (for writers streaming weights to a file)."""
+        if not self.deferred:
+            return self._value
+        array = np.asarray(self._producer())
+        if array.shape != self.shape:
+            raise WeightsError(f"weight '{self.name}' has shape {self.shape}, its source gave {array.shape}")
+        return array.astype(self.dtype, copy=False)
+
+    def chunks(self):
+        """The value as (first row, rows) blocks along axis 0, for writers streaming it to a file: a deferred weight
+        whose producer has `chunks()` is computed block by block (each block valid until the next), and not kept."""
+        if not self.deferred or not hasattr(self._producer, "chunks") or not self.shape:
+            yield 0, self.produce()
+            return
+        for start, block in self._producer.chunks():
+            yield start, block.astype(self.dtype, copy=False)
 
     def numpy(self) -> np.ndarray:
         return self.value
 
     def assign(self, value) -> None:
         value = np.asarray(value)
-        if value.shape != self.value.shape:
-            raise WeightsError(f"weight '{self.name}' has shape {self.value.shape}, got {value.shape}")
-        self.value = value.astype(self.value.dtype, copy=True)
+        if value.shape != self.shape:
+            raise WeightsError(f"weight '{self.name}' has shape {self.shape}, got {value.shape}")
+        self.value = value.astype(self.dtype, copy=True)
 
     def __repr__(self) -> str:
-        return f"<Weight {self.name} shape={self.value.shape}>"
+        return f"<Weight {self.name} shape={self.shape}>"
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -17,6 +17,7 @@ class OnnxBuilder:
         self.nodes: list = []
         self.initializers: list = []
         self._counter = 0
+        self.stream = None  # a StreamedOnnx (formats/onnx_stream.py): large constants go straight to the file
 
     def unique(self, hint: str) -> str:
         self._counter += 1
@@ -24,7 +25,11 @@ class OnnxBuilder:
 
     def const(self, value, hint: str = "const", dtype=np.float32) -> str:
         name = self.unique(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        array = np.asarray(value, dtype=dtype)
+        if self.stream is not None and array.nbytes >= self.stream.min_bytes:
+            self.initializers.append(self.stream.add(name, array))
+        else:
+            self.initializers.append(numpy_helper.from_array(array, name))
         return name
 
     def node(self, op_type: str, inputs: list[str], n_outputs: int = 1, output: str | None = None,

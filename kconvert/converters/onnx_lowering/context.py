@@ -46,6 +46,8 @@ class LoweringContext:
         """Forget everything emitted since `checkpoint` (a lowering that gave up half way)."""
         nodes, inits, cache, extra_in, extra_out = mark
         del self.builder.nodes[nodes:]
+        if self.builder.stream is not None:
+            self.builder.stream.withdraw([t.name for t in self.builder.initializers[inits:]])
         del self.builder.initializers[inits:]
         self._layout_cache = cache
         del self.extra_inputs[extra_in:]

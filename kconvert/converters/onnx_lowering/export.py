@@ -20,12 +20,15 @@ DEFAULT_OPSET = 17
 
 
 def lower_model(model, opset: int = DEFAULT_OPSET, batch: int | None = None, inputs_as_nchw: bool = False,
-                optimize: bool = True, check: bool = True, progress=None) -> onnx.ModelProto:
+                optimize: bool = True, check: bool = True, progress=None, stream=None) -> onnx.ModelProto:
     """The ONNX model computing `model` (a kconvert Model) at inference.
 
     The batch dimension is symbolic ("N") unless `batch` fixes it; other unknown dims are symbolic too.
     `inputs_as_nchw` declares channels_last image inputs channels-first. `optimize` runs the graph passes
     (BatchNormalization folding, identity removal). `progress(done, total)` is called after each layer.
+    With `stream` (a formats.onnx_stream.StreamedOnnx) large constants are written to the file as they are made
+    and the graph keeps stubs; deferred weights are let go of after their layer (the model never sits whole in
+    memory).
     """
     from .opsets import check_opset
 
@@ -35,6 +38,7 @@ def lower_model(model, opset: int = DEFAULT_OPSET, batch: int | None = None, inp
         raise ExportError("the model has no graph to export (build it by calling it on an input first)",
                           layer=getattr(model, "name", None))
     ctx = LoweringContext(opset)
+    ctx.builder.stream = stream
     ctx.progress = _Progress(graph, progress)
     inputs, env = [], {}
     for v in graph.inputs:
@@ -77,18 +81,34 @@ def _count_nodes(graph) -> int:
     return n
 
 
-def check_proto(proto: onnx.ModelProto, serialized: bytes | None = None) -> None:
+def check_proto(proto: onnx.ModelProto, serialized: bytes | None = None, stubs=()) -> None:
     """onnx.checker with its full check (strict shape inference); raises ExportError on a malformed graph.
 
     `serialized` (the proto's bytes, when the caller has them for writing) spares a second serialization.
-    Models over 2 GB cannot be serialized: the file writer checks those by path after saving.
+    Models over 2 GB cannot be serialized: the file writer checks those by path after saving. `stubs` names
+    initializers streamed to the file (the proto holds only their name, type and dims): they are checked as
+    graph inputs of that type and shape.
     """
-    if serialized is None and too_big_for_protobuf(proto):
+    if stubs:
+        proto = _stubs_as_inputs(proto, set(stubs))
+    elif serialized is None and too_big_for_protobuf(proto):
         return
     try:
         onnx.checker.check_model(serialized if serialized is not None else proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError, ValueError) as e:
         raise ExportError(f"the exported ONNX graph does not pass onnx.checker: {e}") from e
+
+
+def _stubs_as_inputs(proto: onnx.ModelProto, stubs: set) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    kept = [t for t in out.graph.initializer if t.name not in stubs]
+    inputs = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in out.graph.initializer
+              if t.name in stubs]
+    del out.graph.initializer[:]
+    out.graph.initializer.extend(kept)
+    out.graph.input.extend(inputs)
+    return out
 
 
 def _version() -> str:
@@ -138,7 +158,10 @@ def _lower_graph(ctx: LoweringContext, graph, env: dict, plan) -> None:
         if getattr(layer, "_graph", None) is not None and hasattr(layer, "_is_graph_network"):
             outs = lower_nested(ctx, layer, ins, plan)
         else:
+            deferred = [w for w in layer.weights if w.deferred] if ctx.builder.stream is not None else ()
             outs = lower_node(ctx, node, ins)
+            for w in deferred:  # written to the file: computed again if the model is used later
+                w.release()
         if len(outs) != len(node.outputs):
             raise ExportError(f"the lowering produced {len(outs)} outputs, the layer has {len(node.outputs)}",
                               layer=layer.name)

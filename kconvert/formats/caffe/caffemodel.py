@@ -400,6 +400,24 @@ class _Reader:
         return values
 
 
+def release_pages(view: np.ndarray) -> None:
+    """Unmap the file pages a blob view has touched from this process (they stay in the page cache, and a later
+    read maps them again): after a blob is converted, its pages need not count against the converter's memory.
+    A no-op for arrays that are not views of a mapped caffemodel, and where madvise is unavailable."""
+    base = view
+    while isinstance(base, np.ndarray):
+        base = base.base
+    if not isinstance(base, mmap.mmap) or base.closed or not hasattr(base, "madvise") or view.nbytes == 0:
+        return
+    start = view.__array_interface__["data"][0] - np.frombuffer(base, np.uint8, count=1).__array_interface__["data"][0]
+    first = start - start % mmap.PAGESIZE
+    length = min(start + view.nbytes, len(base)) - first
+    try:
+        base.madvise(mmap.MADV_DONTNEED, first, length)
+    except (OSError, ValueError):
+        pass
+
+
 def iter_layers(path: str | os.PathLike, *, keep_dtype: bool = False) -> Iterator[CaffeLayer]:
     """Yield the layers of a caffemodel one at a time, in file order (bounded memory: blobs are views
     of the mapped file, and a layer is only parsed when asked for). Malformed input raises FormatError
