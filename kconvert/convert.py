@@ -1,31 +1,40 @@
-"""Conversions between formats, as library calls: `keras_to_onnx` (more pairs come with the Caffe issues)."""
+"""Conversions between formats, as library calls: `keras_to_onnx`, `caffe_to_keras`, `caffe_to_onnx`.
+
+onnx and the lowerings are imported by the functions that use them: `kconvert caffe2keras` never loads them.
+"""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 
-from .converters.onnx_lowering import DEFAULT_OPSET, check_proto, lower_model
-from .formats.onnx_file import too_big_for_protobuf, write_onnx
 from .models import Model, load_model
 
+if TYPE_CHECKING:
+    import onnx
 
-def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: int = DEFAULT_OPSET,
+
+def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: int | None = None,
                   batch: int | None = None, inputs_as_nchw: bool = False, *, weights: str | None = None,
                   custom_objects: dict | None = None, safe_mode: bool = True, optimize: bool = True,
                   external_data: bool | None = None, progress=None, dynamic: bool = False,
                   stream: bool = False) -> onnx.ModelProto:
     """The ONNX model of a Keras model (a kconvert Model or a `.h5`/`.keras`/JSON/YAML path); written to `path` if given.
 
-    `batch` fixes the batch dimension (symbolic "N" by default); `inputs_as_nchw` declares channels_last image
+    `opset` defaults to 17 (`onnx_lowering.DEFAULT_OPSET`); `batch` fixes the batch dimension (symbolic "N" by
+    default); `inputs_as_nchw` declares channels_last image
     inputs channels-first; `weights` loads a weights file into a config-only model; `safe_mode=False` allows
     Lambda bytecode; `dynamic` makes sequence lengths and spatial sizes symbolic where the model allows (a
     warning says why not otherwise). The export passes onnx.checker (full check) and strict shape inference.
     `stream` (with `path`) writes large weights to the file as they are lowered instead of holding the whole
     model in memory; the returned proto then keeps only their name, type and dims (the data is in the file).
     """
+    from .converters.onnx_lowering import DEFAULT_OPSET, check_proto, lower_model
+    from .formats.onnx_file import too_big_for_protobuf, write_onnx
+
+    opset = DEFAULT_OPSET if opset is None else opset
     model = model_or_path
     if not isinstance(model, Model):
         model = load_model(os.fspath(model_or_path), custom_objects=custom_objects, compile=False,
@@ -48,6 +57,7 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
 
 
 def _stream_to_onnx(model: Model, path, external_data: bool | None, options: dict) -> onnx.ModelProto:
+    from .converters.onnx_lowering import check_proto, lower_model
     from .formats.onnx_file import EXTERNAL_DATA_THRESHOLD
     from .formats.onnx_stream import StreamedOnnx
 
@@ -68,6 +78,7 @@ def _stream_to_onnx(model: Model, path, external_data: bool | None, options: dic
 def _dynamic_or_fixed(model: Model, opset, batch, inputs_as_nchw, optimize) -> Model:
     import warnings
 
+    from .converters.onnx_lowering import lower_model
     from .errors import ExportError
 
     clone, reason = dynamic_clone(model)
@@ -153,7 +164,7 @@ def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | 
 
 
 def caffe_to_onnx(prototxt: str | os.PathLike, caffemodel: str | os.PathLike, path: str | os.PathLike | None = None,
-                  opset: int = DEFAULT_OPSET, batch: int | None = None, input_shape: tuple | None = None,
+                  opset: int | None = None, batch: int | None = None, input_shape: tuple | None = None,
                   stream: bool = False) -> onnx.ModelProto:
     """The ONNX model of a Caffe net, NCHW like Caffe (no layout Transposes); written to `path` if given
     (`stream`: weights written as they are converted, see `keras_to_onnx`)."""

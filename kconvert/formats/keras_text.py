@@ -1,8 +1,9 @@
 """Keras model configurations as text: JSON (`to_json`, the h5 `model_config` attribute) and YAML (`to_yaml`).
 
-Reading never executes code from the file. YAML goes through a `yaml.SafeLoader` that adds one
-constructor, for `!!python/tuple` (which PyYAML writes for every tuple in a Keras config, so plain
-`safe_load` fails on real Keras YAML); every other `python/*` tag is rejected. Tuples are returned as
+Reading never executes code from the file. YAML goes through a `yaml.SafeLoader` (`keras_yaml.py`, imported
+only when YAML is read or written) that adds one constructor, for `!!python/tuple` (which PyYAML writes for
+every tuple in a Keras config, so plain `safe_load` fails on real Keras YAML); every other `python/*` tag is
+rejected. Tuples are returned as
 lists, so a model's YAML and its JSON load to the same structure. JSON may contain `NaN`/`Infinity`,
 as Python's `json.dumps` writes them.
 """
@@ -15,63 +16,11 @@ import warnings
 from typing import Any
 
 import numpy as np
-import yaml
 
 from ..errors import ConfigError, FormatError
 from .files import read_bytes
 
 __all__ = ["load_config_text", "dump_json", "dump_yaml", "read_config_file", "sniff_text_format"]
-
-_TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
-_PYTHON_TAG_PREFIX = "tag:yaml.org,2002:python/"
-
-
-class KerasYamlLoader(yaml.SafeLoader):
-    """SafeLoader plus `!!python/tuple` (loaded as a list). Nothing else from the python/* family."""
-
-
-def _construct_tuple(loader: KerasYamlLoader, node: yaml.Node) -> list:
-    if not isinstance(node, yaml.SequenceNode):
-        raise yaml.constructor.ConstructorError(
-            None, None, f"expected a sequence for {node.tag}, found {node.id}", node.start_mark
-        )
-    return loader.construct_sequence(node, deep=True)
-
-
-def _reject_python_tag(loader: KerasYamlLoader, tag_suffix: str, node: yaml.Node):
-    raise yaml.constructor.ConstructorError(
-        None,
-        None,
-        f"refusing to construct the Python object tag '!!python/{tag_suffix}': "
-        "kconvert never executes code from a file (only !!python/tuple is accepted)",
-        node.start_mark,
-    )
-
-
-KerasYamlLoader.add_constructor(_TUPLE_TAG, _construct_tuple)
-KerasYamlLoader.add_multi_constructor(_PYTHON_TAG_PREFIX, _reject_python_tag)
-
-
-class KerasYamlDumper(yaml.SafeDumper):
-    """SafeDumper that writes tuples and numpy arrays as lists and numpy scalars as Python numbers."""
-
-
-def _represent_list(dumper: KerasYamlDumper, data) -> yaml.Node:
-    return dumper.represent_list(list(data))
-
-
-def _represent_ndarray(dumper: KerasYamlDumper, data: np.ndarray) -> yaml.Node:
-    return dumper.represent_data(data.tolist())
-
-
-def _represent_np_scalar(dumper: KerasYamlDumper, data: np.generic) -> yaml.Node:
-    return dumper.represent_data(data.item())
-
-
-KerasYamlDumper.add_representer(tuple, _represent_list)
-KerasYamlDumper.add_representer(np.ndarray, _represent_ndarray)
-KerasYamlDumper.add_multi_representer(np.generic, _represent_np_scalar)
-
 
 def _json_default(obj: Any):
     """What Keras's `json_utils.get_json_type` does for the plain values found in configs."""
@@ -148,6 +97,10 @@ def load_config_text(text: str | bytes, fmt: str | None = None, file=None) -> di
 
 
 def _load_yaml(text: str, file) -> Any:
+    import yaml
+
+    from .keras_yaml import KerasYamlLoader
+
     loader = KerasYamlLoader(text)
     try:
         return loader.get_single_data()
@@ -178,6 +131,10 @@ def dump_json(obj: Any, **kw) -> str:
 
 def dump_yaml(obj: Any) -> str:
     """YAML with the safe dumper (block style, like Keras's `to_yaml`); tuples are written as lists."""
+    import yaml
+
+    from .keras_yaml import KerasYamlDumper
+
     return yaml.dump(obj, Dumper=KerasYamlDumper, default_flow_style=False, allow_unicode=True)
 
 
