@@ -202,6 +202,34 @@ def check_caffe(model: Model, prototxt: str, caffemodel: str | None, data_format
     return reports
 
 
+def check_keras_caffe(model: Model, prototxt: str, caffemodel: str, batch: int = 2,
+                      seed: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """Run a Keras model and the Caffe net written from it on the same random input: the net read back by kconvert
+    and, when installed, by OpenCV 4.x; one comparison report per reader."""
+    from .convert import caffe_to_keras
+
+    channels_last = not any(getattr(la, "data_format", None) == "channels_first" for la in model.layers)
+    xs = random_inputs(model, batch, seed)
+    ours = model.predict(xs if len(xs) > 1 else xs[0])
+    read_back = caffe_to_keras(prototxt, caffemodel, data_format="channels_last" if channels_last else
+                               "channels_first")
+    reports = [("the Caffe net read back by kconvert",
+                compare_outputs(model.output_names, ours, read_back.predict(xs if len(xs) > 1 else xs[0])))]
+    try:
+        import cv2
+    except ImportError:
+        return reports
+    net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel)
+    for name, x in zip(read_back.input_names, xs):
+        net.setInput(np.moveaxis(x, -1, 1) if channels_last and x.ndim >= 3 else x, name)
+    outs = net.forward(read_back.output_names)
+    ours_list = ours if isinstance(ours, list) else [ours]
+    cv = [np.moveaxis(np.asarray(o).reshape(np.moveaxis(y, -1, 1).shape), 1, -1) if channels_last and y.ndim >= 3
+          else np.asarray(o).reshape(y.shape) for o, y in zip(outs, ours_list)]
+    reports.append((f"OpenCV {cv2.__version__}", compare_outputs(model.output_names, ours_list, cv)))
+    return reports
+
+
 def _lrn_k(lp) -> str | None:
     return f"LRN k={lp.lrn_param.k:g} (OpenCV uses k=1)" if lp.lrn_param.k != 1 else None
 

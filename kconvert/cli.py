@@ -314,6 +314,32 @@ def _caffe_progress(caffemodel: str | None):
     return _progress_bar("converting", min_total=1) if big else None
 
 
+@command("keras2caffe")
+def cmd_keras2caffe(args: argparse.Namespace) -> int:
+    from .api import check_keras_caffe, load_any
+    from .convert import keras_to_caffe
+
+    if not args.output.endswith(".prototxt"):
+        from .errors import ConfigError
+
+        raise ConfigError("the output (-o) must end in .prototxt (the weights go to --weights OUT.caffemodel)")
+    model = load_any(args.model, weights=args.model_weights, safe_mode=not args.unsafe)
+    net = keras_to_caffe(model, args.output, args.weights)
+    print(f"wrote {args.output}" + (f" and {args.weights}" if args.weights else "") +
+          f": {len(net.layer)} Caffe layers, inputs {', '.join(model.input_names)}")
+    if not args.check:
+        return EXIT_OK
+    if not args.weights:
+        from .errors import ConfigError
+
+        raise ConfigError("--check needs --weights (the caffemodel to run)")
+    code = EXIT_OK
+    for what, report in check_keras_caffe(model, args.output, args.weights):
+        print(f"check: the Keras model vs {what}")
+        code = max(code, _print_report(report))
+    return code
+
+
 @command("caffe2onnx")
 def cmd_caffe2onnx(args: argparse.Namespace) -> int:
     from .convert import caffe_to_keras, keras_to_onnx
@@ -417,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     po.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     po.add_argument("--input-shape", help="N,C,H,W replacing the prototxt's input shape")
     po.add_argument("--check", action="store_true", help="compare onnxruntime and OpenCV 4.x with kconvert's run")
+
+    pc = sub.add_parser("keras2caffe", help="convert a Keras model to a Caffe deploy prototxt (+ caffemodel)")
+    pc.add_argument("model")
+    pc.add_argument("-o", "--output", required=True, help="the deploy .prototxt to write")
+    pc.add_argument("--weights", help="the .caffemodel to write (the architecture only without it)")
+    pc.add_argument("--model-weights", help="weights file when MODEL is a JSON/YAML config")
+    pc.add_argument("--unsafe", action="store_true", help="allow Lambda bytecode from the file (safe_mode=False)")
+    pc.add_argument("--check", action="store_true",
+                    help="run the written net (read back by kconvert, and by OpenCV 4.x when installed) against "
+                         "the Keras model (exit 3 if over tolerance)")
 
     pv = sub.add_parser("validate", help="run two models on the same input and compare their outputs")
     pv.add_argument("model_a")

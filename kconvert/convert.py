@@ -180,3 +180,25 @@ def _set_input_shape(net, shape: tuple, file: str) -> None:
         raise ConfigError("the net has no Input layer whose shape --input-shape could set", file=file)
     del first.input_param.shape[:]
     first.input_param.shape.add().dim.extend(int(d) for d in shape)
+
+
+def keras_to_caffe(model_or_path, prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None, *,
+                   weights: str | None = None, custom_objects: dict | None = None, safe_mode: bool = True):
+    """Write a Keras model (a kconvert Model or a Keras file) as a Caffe deploy prototxt and, if given a path, its
+    caffemodel (blobs streamed one layer at a time). Layers Caffe cannot compute exactly raise ExportError naming
+    them. Returns the NetParameter written."""
+    from .converters.caffe_export import model_to_caffe
+    from .formats.caffe import write_prototxt
+    from .formats.caffe.caffemodel import write_caffemodel
+
+    model = model_or_path
+    if not isinstance(model, Model):
+        model = load_model(os.fspath(model_or_path), custom_objects=custom_objects, compile=False,
+                           safe_mode=safe_mode)
+        if weights:
+            model.load_weights(weights)
+    exporter = model_to_caffe(model)
+    if caffemodel is not None:
+        write_caffemodel(caffemodel, exporter.layer_blobs(), version=2, name=exporter.net.name)
+    write_prototxt(exporter.net, prototxt)
+    return exporter.net

@@ -1,7 +1,8 @@
 """A deploy Caffe net (V2 NetParameter) and its caffemodel blobs -> a kconvert Model.
 
 Blobs are tracked by name as Caffe does: an in-place layer (top == bottom) rebinds the name to its output, Split
-tops alias their bottom, and the model's outputs are the tops no later layer reads, in prototxt order. A
+tops alias their bottom, and the model's outputs are the tops no later layer reads (as in Caffe's Net::Init, a
+blob an in-place layer rewrites last is one), in the prototxt order of their last writers. A
 BatchNorm followed in place by a Scale becomes one Keras BatchNormalization.
 """
 
@@ -28,7 +29,8 @@ def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "cha
 def _build(net, weights, data_format, file, model_cls, progress):
     builder = CaffeBuilder(data_format, weights, file)
     values: dict[str, object] = {}
-    inputs, produced, consumed = [], [], set()
+    inputs = []
+    available: dict[str, None] = {}  # Caffe's net outputs: tops no later layer reads (an in-place top stays one)
     layer_outputs: dict[str, list] = {}
     layers = list(net.layer)
     skip: set[int] = set()
@@ -40,13 +42,16 @@ def _build(net, weights, data_format, file, model_cls, progress):
         except KeyError as e:
             raise ConfigError(f"bottom blob '{e.args[0]}' is produced by no earlier layer", file=file,
                               layer=lp.name) from None
-        consumed.update(lp.bottom)
+        for bottom in lp.bottom:
+            available.pop(bottom, None)
         if lp.type == "Split":
             outs = [ins[0]] * len(lp.top)
         elif lp.type == "BatchNorm" and _scale_follows(layers, i):
             outs = batch_norm(builder, lp, ins, scale_lp=layers[i + 1])
             skip.add(i + 1)
             lp = layers[i + 1]
+            for bottom in lp.bottom:
+                available.pop(bottom, None)
         else:
             fn = CAFFE_LAYERS.get(lp.type)
             if fn is None:
@@ -68,12 +73,13 @@ def _build(net, weights, data_format, file, model_cls, progress):
             progress(i + 1, len(layers))
         for top, value in zip(lp.top, outs):
             values[top] = value
-            produced.append(top)
+            available.pop(top, None)
+            available[top] = None
     if not inputs:
         raise ConfigError("the net has no input (an Input layer, or input: with input_shape/input_dim)", file=file)
     outputs = []
-    for top in dict.fromkeys(produced):  # tops no later layer reads, in prototxt order
-        if top not in consumed and values[top] not in outputs and values[top] not in inputs:
+    for top in available:  # in the order of their (last) writers in the prototxt
+        if values[top] not in outputs and values[top] not in inputs:
             outputs.append(values[top])
     if model_cls is None:
         from ..layers.base import get_layer_class

@@ -26,7 +26,7 @@ from ..files import read_bytes
 from . import schema
 from .schema import LayerParameter, NetParameter, NetState
 
-__all__ = ["read_prototxt", "parse_prototxt", "upgrade", "deploy_net", "needs_upgrade", "V1_TYPES",
+__all__ = ["read_prototxt", "parse_prototxt", "write_prototxt", "upgrade", "deploy_net", "needs_upgrade", "V1_TYPES",
            "V0_TYPES", "TRAIN_ONLY_TYPES"]
 
 # ---------------------------------------------------------------------------------------------------
@@ -554,3 +554,11 @@ def deploy_net(net: NetParameter, *, file: str | os.PathLike | None = None, phas
         elif not _is_train_only(layer.type):
             out.layer.append(layer)
     return out
+
+
+def write_prototxt(net: NetParameter, path: str | os.PathLike) -> None:
+    """Write `net` as prototxt text (temporary file, then rename), as Caffe's own tools print a NetParameter."""
+    from ..atomic import atomic_write
+
+    with atomic_write(os.fspath(path), "w") as f:
+        f.write(text_format.MessageToString(net))

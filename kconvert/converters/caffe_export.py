@@ -1,0 +1,166 @@
+"""A kconvert Model -> a Caffe deploy net (V2 NetParameter) and its caffemodel blobs.
+
+The graph is walked in order; each layer class has one mapping (`@to_caffe`, in caffe_export_layers.py) that
+adds Caffe layers for it. Caffe is NCHW: a channels_last Keras value of shape (N, *spatial, C) is the Caffe blob
+(N, C, *spatial), and Keras axes are mapped accordingly. Two Keras habits have no Caffe layer of their own and are
+carried on the value instead: a Flatten of an NCHW blob (Caffe flattens C,H,W; Keras H,W,C — the Dense after it
+permutes its kernel rows) and a ZeroPadding2D (folded into the convolution that reads it). Whatever Caffe cannot
+compute exactly is an ExportError naming the layer; nothing is approximated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..errors import ExportError
+
+KERAS_TO_CAFFE: dict[str, Callable] = {}
+
+
+def to_caffe(*class_names: str) -> Callable:
+    """Register `fn(exporter, layer, inputs: list[CaffeValue], output_shapes: list[tuple]) -> list[CaffeValue]`
+    for Keras layer classes."""
+    def deco(fn: Callable) -> Callable:
+        for name in class_names:
+            KERAS_TO_CAFFE[name] = fn
+        return fn
+    return deco
+
+
+@dataclass(frozen=True)
+class CaffeValue:
+    """A Keras value as a Caffe blob: its top name, Keras shape and Caffe (NCHW) shape.
+
+    `flat_of` is the Caffe (C, H, W) shape a Keras Flatten left in Caffe's C,H,W order; `pad` a ZeroPadding2D
+    ((top, bottom), (left, right)) not yet applied (the blob is then the unpadded one); `uses` how many layer
+    calls read the Keras value; `keras_is_caffe` marks a channels_last value permuted to NCHW order (the Caffe
+    blob itself, which only a Flatten or Reshape after it can take).
+    """
+
+    top: str
+    keras_shape: tuple
+    caffe_shape: tuple
+    flat_of: tuple | None = None
+    pad: tuple | None = None
+    uses: int = 0
+    keras_is_caffe: bool = False  # the Keras value holds the Caffe blob's own axis order (a Permute to NCHW)
+
+
+class CaffeExporter:
+    """Builds the NetParameter and remembers each Caffe layer's blobs (computed when the caffemodel is written)."""
+
+    def __init__(self, model, name: str | None = None):
+        from ..formats.caffe.schema import NetParameter
+
+        self.model = model
+        self.channels_last = not any(getattr(la, "data_format", None) == "channels_first" for la in model.layers)
+        self.net = NetParameter()
+        self.net.name = name or getattr(model, "name", "") or "net"
+        self.blobs: dict[str, tuple[str, Callable[[], list[np.ndarray]]]] = {}
+        self._tops: set[str] = set()
+
+    # ------------------------------------------------------------------ shapes and axes
+    def caffe_shape(self, keras_shape: tuple) -> tuple:
+        s = tuple(keras_shape)
+        if self.channels_last and len(s) >= 3:
+            return (s[0], s[-1], *s[1:-1])
+        return s
+
+    def caffe_axis(self, keras_axis: int, ndim: int) -> int:
+        """The Caffe (NCHW) axis of a Keras axis of a rank-`ndim` value."""
+        a = keras_axis % ndim
+        if not self.channels_last or ndim < 3 or a == 0:
+            return a
+        return 1 if a == ndim - 1 else a + 1
+
+    def value(self, top: str, keras_shape: tuple, **kw) -> CaffeValue:
+        return CaffeValue(top, tuple(keras_shape), self.caffe_shape(keras_shape), **kw)
+
+    # ------------------------------------------------------------------ emitting
+    def unique_top(self, name: str) -> str:
+        top, i = name, 1
+        while top in self._tops:
+            i += 1
+            top = f"{name}_{i}"
+        self._tops.add(top)
+        return top
+
+    def add(self, type_: str, name: str, bottoms: list, tops: list[str] | None = None, blobs=None):
+        """Append a Caffe layer; `bottoms` are CaffeValues or top names, `blobs` a function giving its blobs."""
+        lp = self.net.layer.add()
+        lp.name, lp.type = name, type_
+        lp.bottom.extend(b.top if isinstance(b, CaffeValue) else b for b in bottoms)
+        lp.top.extend(tops if tops is not None else [self.unique_top(name)])
+        if blobs is not None:
+            self.blobs[name] = (type_, blobs)
+        return lp
+
+    def plain(self, v: CaffeValue, layer) -> CaffeValue:
+        """`v` as an ordinary blob: a pending padding or C,H,W-ordered flatten reaching a layer that cannot take it
+        is an error."""
+        if v.pad is not None:
+            raise ExportError("a ZeroPadding2D whose padding is not taken by a convolution right after it has no "
+                              "exact Caffe form", layer=layer.name)
+        if v.keras_is_caffe:
+            raise ExportError("reads a Permute to NCHW order; only a Flatten or Reshape after it has a Caffe form",
+                              layer=layer.name)
+        if v.flat_of is not None and int(np.prod(v.flat_of[1:])) > 1:
+            raise ExportError(f"reads a Flatten of a {v.flat_of} map, which Caffe orders C,H,W and Keras H,W,C "
+                              "(only a Dense can absorb the difference)", layer=layer.name)
+        return v
+
+    # ------------------------------------------------------------------ the walk
+    def run(self) -> None:
+        graph = self.model._graph
+        env: dict[int, CaffeValue] = {}
+        uses: dict[int, int] = {}
+        for node in graph.nodes:
+            for v in node.inputs:
+                uses[id(v)] = uses.get(id(v), 0) + 1
+        for v in graph.outputs:
+            uses[id(v)] = uses.get(id(v), 0) + 1
+        for v in graph.inputs:
+            shape = tuple(v.shape)
+            top = self.unique_top(v.node.layer.name)
+            caffe = self.caffe_shape(shape)
+            lp = self.add("Input", top, [], [top])
+            lp.input_param.shape.add().dim.extend([1, *(int(d) for d in caffe[1:])])
+            if any(d is None for d in caffe[1:]):
+                raise ExportError(f"Caffe needs a fixed input shape, got {shape}", layer=v.node.layer.name)
+            env[id(v)] = CaffeValue(top, shape, caffe, uses=uses.get(id(v), 0))
+        for node in graph.nodes:
+            if node.is_input:
+                continue
+            layer = node.layer
+            fn = KERAS_TO_CAFFE.get(type(layer).__name__)
+            if fn is None:
+                raise ExportError(f"{type(layer).__name__} has no Caffe equivalent", layer=layer.name)
+            ins = [env[id(v)] for v in node.inputs]
+            outs = fn(self, layer, ins, [tuple(v.shape) for v in node.outputs])
+            if len(outs) != len(node.outputs):
+                raise ExportError(f"the mapping made {len(outs)} outputs for {len(node.outputs)}", layer=layer.name)
+            for v, out in zip(node.outputs, outs):
+                env[id(v)] = replace(out, uses=uses.get(id(v), 0))
+        for v in graph.outputs:
+            self.plain(env[id(v)], v.node.layer)
+
+    def layer_blobs(self) -> Iterator[tuple[str, str, list[np.ndarray]]]:
+        """(name, type, blobs) of every Caffe layer with blobs, in net order, each computed when reached."""
+        for lp in self.net.layer:
+            entry = self.blobs.get(lp.name)
+            if entry is not None:
+                yield lp.name, entry[0], [np.asarray(b, np.float32) for b in entry[1]()]
+
+
+def model_to_caffe(model, name: str | None = None) -> CaffeExporter:
+    """Map `model` to Caffe; the exporter holds the deploy net (`.net`) and yields the blobs (`.layer_blobs()`)."""
+    from . import caffe_export_layers  # noqa: F401 - registers the mappings
+
+    if getattr(model, "_graph", None) is None:
+        raise ExportError("the model has no graph to export", layer=getattr(model, "name", None))
+    exporter = CaffeExporter(model, name)
+    exporter.run()
+    return exporter
