@@ -172,9 +172,9 @@ def check_caffe(model: Model, prototxt: str, caffemodel: str | None, data_format
 
     reference = caffe_to_keras(prototxt, caffemodel, data_format="channels_first", input_shape=input_shape)
     x_nchw = random_inputs(reference, batch, seed)
-    to_model = [np.moveaxis(x, 1, -1) if data_format == "channels_last" and x.ndim == 4 else x for x in x_nchw]
+    to_model = [np.moveaxis(x, 1, -1) if data_format == "channels_last" and x.ndim >= 3 else x for x in x_nchw]
     ours = model.predict(to_model if len(to_model) > 1 else to_model[0])
-    ours = [np.moveaxis(y, -1, 1) if data_format == "channels_last" and y.ndim == 4 else y
+    ours = [np.moveaxis(y, -1, 1) if data_format == "channels_last" and y.ndim >= 3 else y
             for y in (ours if isinstance(ours, list) else [ours])]
     ref = reference.predict(x_nchw if len(x_nchw) > 1 else x_nchw[0], runtime="numpy")
     reports = [("kconvert NCHW reference", compare_outputs(model.output_names, ref, ours))]

@@ -29,11 +29,12 @@ def _io(name):
 
 
 def _to_keras(x, data_format):
-    return np.transpose(x, (0, 2, 3, 1)) if data_format == "channels_last" and x.ndim == 4 else x
+    """A Caffe (N, C, ...) value as the model holds it: channels last from rank 3 on."""
+    return np.moveaxis(x, 1, -1) if data_format == "channels_last" and x.ndim >= 3 else x
 
 
 def _to_caffe(y, data_format):
-    return np.transpose(y, (0, 3, 1, 2)) if data_format == "channels_last" and y.ndim == 4 else y
+    return np.moveaxis(y, -1, 1) if data_format == "channels_last" and y.ndim >= 3 else y
 
 
 def _layer_probe(model, io):

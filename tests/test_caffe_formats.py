@@ -173,18 +173,20 @@ def test_ceil_mode_outside_pooling_is_not_rewritten():
 
 
 def test_unknown_fork_fields_skipped_with_one_warning(tmp_path):
-    path = tmp_path / "ssd.prototxt"
+    """Fields of forks kconvert does not model (YOLO's reorg and region layers, an `engine` on a layer) are skipped
+    with one warning naming each; the fork fields kconvert knows (SSD's norm/permute params) parse."""
+    path = tmp_path / "yolo.prototxt"
     path.write_text("""
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 6 } } }
 layer { name: "norm" type: "Normalize" bottom: "data" top: "norm"
   norm_param { across_spatial: false scale_filler { type: "constant" value: 20 } channel_shared: false }
 }
 layer { name: "perm" type: "Permute" bottom: "norm" top: "perm" permute_param { order: 0 order: 2 order: 3 order: 1 } }
-layer { name: "prior" type: "PriorBox" bottom: "perm" bottom: "data" top: "prior"
-  prior_box_param { min_size: 30.0 aspect_ratio: [2, 3] flip: true variance: 0.1 }
+layer { name: "reorg" type: "Reorg" bottom: "perm" top: "reorg"
+  reorg_param { stride: 2 }
 }
-layer { name: "up" type: "Upsample" bottom: "perm" top: "up" upsample_param { scale: 2 } engine: CAFFE }
-layer { name: "up2" type: "Upsample" bottom: "up" top: "up2" upsample_param { scale: 2 } }
+layer { name: "region" type: "Region" bottom: "reorg" top: "region" region_param { classes: 20 } engine: CAFFE }
+layer { name: "region2" type: "Region" bottom: "region" top: "region2" region_param { classes: 20 } }
 """)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -192,13 +194,14 @@ layer { name: "up2" type: "Upsample" bottom: "up" top: "up2" upsample_param { sc
     assert len(caught) == 1
     msg = str(caught[0].message)
     assert str(path) in msg
-    for name in ("LayerParameter.norm_param (line 4)", "LayerParameter.prior_box_param",
-                 "LayerParameter.upsample_param (line 10, 2 times)", "LayerParameter.engine"):
+    for name in ("LayerParameter.reorg_param (line 8)", "LayerParameter.region_param (line 10, 2 times)",
+                 "LayerParameter.engine"):
         assert name in msg
-    assert "permute_param" not in msg and "scale_filler" not in msg  # known; nested fields of skipped ones
-    assert [lay.name for lay in net.layer] == ["data", "norm", "perm", "prior", "up", "up2"]
+    assert "permute_param" not in msg and "norm_param" not in msg and "stride" not in msg  # known; nested
+    assert [lay.name for lay in net.layer] == ["data", "norm", "perm", "reorg", "region", "region2"]
+    assert not net.layer[1].norm_param.across_spatial
     assert list(net.layer[2].permute_param.order) == [0, 2, 3, 1]
-    assert list(net.layer[3].bottom) == ["perm", "data"]
+    assert list(net.layer[3].bottom) == ["perm"]
 
 
 @pytest.mark.parametrize("text,line,what", [

@@ -84,7 +84,37 @@ def _cnn_transpose(tfk):
     return tfk.Model(inp, x), {"up_same": "up_same", "crop": "crop", "avg": "avg"}
 
 
-MODELS = {"cnn": _cnn, "cnn_transpose": _cnn_transpose}
+def _sequence(tfk):
+    """Layers over the last axis of rank-3 values and reshapes across the channel axis: Caffe gets Permutes (the
+    SSD fork's layer, which OpenCV runs) to put each value in the axis order the Keras layer works in."""
+    L = tfk.layers
+    inp = tfk.Input((6, 10, 4), name="image")
+    x = L.Conv2D(5, 3, padding="same", name="conv")(inp)
+    x = L.Reshape((12, 25), name="rows")(x)  # merges W and C: Keras's element order, not Caffe's NCHW
+    x = L.Dense(7, activation="relu", name="per_row")(x)  # InnerProduct over the last axis (axis 2)
+    x = L.Permute((2, 1), name="swap")(x)
+    x = L.Dense(3, name="per_col")(x)
+    x = L.Reshape((7, 3, 1), name="to_map")(x)
+    x = L.Conv2D(2, (3, 1), padding="same", name="conv_after")(x)
+    return tfk.Model(inp, x), {"per_row": "per_row_relu", "swap": "swap", "conv_after": "conv_after"}
+
+
+def _se_block(tfk):
+    """A squeeze-and-excitation gate (Multiply of a map by a per-channel value: Caffe's two-bottom Scale) and
+    nearest UpSampling2D (a fixed-weight grouped Deconvolution)."""
+    L = tfk.layers
+    inp = tfk.Input((9, 7, 6), name="image")
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="conv")(inp)
+    g = L.GlobalAveragePooling2D(name="squeeze")(x)
+    g = L.Dense(3, activation="relu", name="reduce")(g)
+    g = L.Dense(6, activation="sigmoid", name="expand")(g)
+    g = L.Reshape((1, 1, 6), name="gate")(g)
+    x = L.Multiply(name="excite")([x, g])
+    x = L.UpSampling2D((2, 3), name="up")(x)
+    return tfk.Model(inp, x), {"excite": "excite"}
+
+
+MODELS = {"cnn": _cnn, "cnn_transpose": _cnn_transpose, "sequence": _sequence, "se_block": _se_block}
 
 
 def _opencv(prototxt, caffemodel, x_nchw, names):
@@ -178,7 +208,7 @@ def test_caffe_net_through_kconvert_back_to_caffe(name, data_format, tmp_path):
     ((5, 3, 9), lambda L, x: L.AveragePooling2D(3, strides=2, padding="same", name="avg_same")(x),
      "avg_same.*divides"),
     ((5, 3, 9), lambda L, x: L.MaxPooling2D(2, name="pool_floor")(x), "pool_floor.*rounding up"),
-    ((15, 9), lambda L, x: L.Dense(3, name="dense_3d")(x), "dense_3d.*rank-3"),
+    ((15, 9), lambda L, x: L.Add(name="broadcast")([x, L.Dense(1)(x)]), "broadcast.*does not broadcast"),
     ((5, 3, 9), lambda L, x: L.Conv2D(4, 1, name="conv")(L.Reshape((5, 3, 9), name="unflat")(L.Flatten()(x))),
      "unflat.*Flatten of a \\(9, 5, 3\\) map"),
     ((15, 9), lambda L, x: L.LSTM(3, name="lstm")(x), "lstm.*LSTM has no Caffe"),
@@ -234,3 +264,74 @@ def test_in_place_last_layer_is_the_output(tmp_path):
     expected = net.forward()
     assert model.output_names == ["relu"] and (expected == 0).any() and (expected > 0).any()
     assert_close(model.predict(x), expected.reshape(2, 7))
+
+
+@pytest.mark.parametrize("data_format", ["channels_last", "channels_first"])
+@pytest.mark.parametrize("name", ["forks_opencv", "forks_segnet"])
+def test_fork_nets_back_to_caffe(name, data_format, tmp_path):
+    """The fork layers go back to their own types (Interp, Upsample with the mask, Pooling's mask top as a second
+    top of the same Pooling) and compute the same: in OpenCV where it runs the net (its stored outputs), else
+    kconvert reading the written net against kconvert reading the original (whose layers test_caffe_forks.py checks
+    against the forks' published formulas)."""
+    prototxt, caffemodel = (os.path.join(CAFFE, f"{name}.{ext}") for ext in ("prototxt", "caffemodel"))
+    io = np.load(os.path.join(CAFFE, f"{name}_io.npz"))
+    x = io["input_0"]
+    model = caffe_to_keras(prototxt, caffemodel, data_format=data_format)
+    net = keras_to_caffe(model, tmp_path / "rt.prototxt", tmp_path / "rt.caffemodel")
+    types = {lp.type for lp in net.layer}
+    written = caffe_to_keras(tmp_path / "rt.prototxt", tmp_path / "rt.caffemodel", data_format="channels_first")
+    original = caffe_to_keras(prototxt, caffemodel, data_format="channels_first")
+    ours, ref = written.predict(x, runtime="numpy"), original.predict(x, runtime="numpy")
+    for y, r in zip(ours if isinstance(ours, list) else [ours], ref if isinstance(ref, list) else [ref]):
+        assert_close(y, r)
+    masked = [lp for lp in net.layer if lp.type == "Pooling" and len(lp.top) == 2]
+    assert masked and all("__values" not in lp.name for lp in masked)  # the mask rejoined its Pooling
+    if name == "forks_segnet":
+        assert {"Upsample", "BatchNorm"} <= types
+        return
+    assert "Interp" in types
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "rt.prototxt"), str(tmp_path / "rt.caffemodel"))
+    cv.setInput(x)
+    names = [lp.name for lp in net.layer if f"layer:{lp.name}" in io.files]  # the layers the two nets share
+    assert len(names) >= 8
+    compared, keras_order = 0, set()
+    for layer_name, outs in zip(names, cv.forwardAndRetrieve(names)):
+        for i, got in enumerate(outs):  # every top, the Pooling masks (`#1`) included
+            expected = io[f"layer:{layer_name}" + (f"#{i}" if i else "")]
+            got = np.asarray(got)
+            if got.shape != expected.shape:  # a blob kept in Keras's axis order (permuted to NCHW where read)
+                keras_order.add(layer_name)
+                assert_close(np.moveaxis(got, -1, 1), expected, what=f"{name}: {layer_name} in Keras order")
+                continue
+            assert_close(got, expected, what=f"{name}: {layer_name} top {i}")
+            compared += 1
+    assert compared > len(names) - len(keras_order)
+    # channels_last: ShuffleChannel's Reshape/Permute/Reshape ends in Keras's order; channels_first: none
+    assert keras_order == ({"shuffle"} if data_format == "channels_last" else set())
+
+
+@pytest.mark.parametrize("name", ["ssd_small", "ssd_res10", "ssd_mobilenet"])
+def test_ssd_nets_back_to_caffe(name, tmp_path):
+    """The res10 face detector, MobileNet-SSD and the small SSD (Normalize, PriorBox, DetectionOutput and their
+    Permute/Flatten/Concat heads) written back from a channels_last conversion: OpenCV's detections on the written
+    net equal those it gives on the original (fixtures/make_caffe_ssd.py)."""
+    import sys
+
+    sys.path.insert(0, os.path.join(CAFFE, ".."))
+    from make_caffe_ssd import to_input
+
+    prototxt, caffemodel = (os.path.join(CAFFE, f"{name}.{ext}") for ext in ("prototxt", "caffemodel"))
+    io = np.load(os.path.join(CAFFE, f"{name}_io.npz"))
+    x = to_input(io["pixels_0"])
+    model = caffe_to_keras(prototxt, caffemodel)
+    net = keras_to_caffe(model, tmp_path / "rt.prototxt", tmp_path / "rt.caffemodel")
+    assert {"Normalize", "PriorBox", "DetectionOutput"} <= {lp.type for lp in net.layer} or name != "ssd_small"
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "rt.prototxt"), str(tmp_path / "rt.caffemodel"))
+    cv.setInput(x)
+    detections = 0
+    for out_name, got in zip(model.output_names, cv.forward(model.output_names)):
+        expected = io[f"layer:{out_name}"]
+        assert_close(np.asarray(got).reshape(expected.shape), expected, what=f"{name}: {out_name}")
+        if expected.shape[-1] == 7:
+            detections += int((expected.reshape(-1, 7)[:, 2] > 0).sum())
+    assert detections >= 20

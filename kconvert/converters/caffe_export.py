@@ -36,8 +36,9 @@ class CaffeValue:
 
     `flat_of` is the Caffe (C, H, W) shape a Keras Flatten left in Caffe's C,H,W order; `pad` a ZeroPadding2D
     ((top, bottom), (left, right)) not yet applied (the blob is then the unpadded one); `uses` how many layer
-    calls read the Keras value; `keras_is_caffe` marks a channels_last value permuted to NCHW order (the Caffe
-    blob itself, which only a Flatten or Reshape after it can take).
+    calls read the Keras value; `keras_is_caffe` marks a channels_last value whose blob holds the Keras axis order
+    itself (after a Permute, Reshape or Dense over the last axis); `plain` permutes it to the NCHW convention for
+    the layers that need it.
     """
 
     top: str
@@ -76,8 +77,13 @@ class CaffeExporter:
             return a
         return 1 if a == ndim - 1 else a + 1
 
-    def value(self, top: str, keras_shape: tuple, **kw) -> CaffeValue:
-        return CaffeValue(top, tuple(keras_shape), self.caffe_shape(keras_shape), **kw)
+    def value(self, top: str, keras_shape: tuple, keras_is_caffe: bool = False, **kw) -> CaffeValue:
+        """The CaffeValue of a Keras value; `keras_is_caffe`: its Keras axis order is the blob's own (an ordinary
+        value when that is also the convention: rank <= 2 or a channels_first model)."""
+        keras_shape = tuple(keras_shape)
+        if keras_is_caffe and self.channels_last and len(keras_shape) >= 3:
+            return CaffeValue(top, keras_shape, keras_shape, keras_is_caffe=True, **kw)
+        return CaffeValue(top, keras_shape, self.caffe_shape(keras_shape), **kw)
 
     # ------------------------------------------------------------------ emitting
     def unique_top(self, name: str) -> str:
@@ -87,6 +93,30 @@ class CaffeExporter:
             top = f"{name}_{i}"
         self._tops.add(top)
         return top
+
+    def unique_layer(self, name: str) -> str:
+        """`name`, or `name_2`, ... when a Caffe layer already has it (layers kconvert adds of its own)."""
+        taken = {lp.name for lp in self.net.layer}
+        out, i = name, 1
+        while out in taken:
+            i += 1
+            out = f"{name}_{i}"
+        return out
+
+    def rename_layer(self, lp, new: str) -> None:
+        """Rename a Caffe layer (its blobs follow it)."""
+        if lp.name in self.blobs:
+            self.blobs[new] = self.blobs.pop(lp.name)
+        lp.name = new
+
+    def rename_top(self, old: str, new: str) -> None:
+        """Rename blob `old` to `new` in every layer (so a net output keeps the name of the Keras layer)."""
+        for lp in self.net.layer:
+            for field in (lp.top, lp.bottom):
+                for i, name in enumerate(field):
+                    if name == old:
+                        field[i] = new
+        self._tops.add(new)
 
     def add(self, type_: str, name: str, bottoms: list, tops: list[str] | None = None, blobs=None):
         """Append a Caffe layer; `bottoms` are CaffeValues or top names, `blobs` a function giving its blobs."""
@@ -99,18 +129,32 @@ class CaffeExporter:
         return lp
 
     def plain(self, v: CaffeValue, layer) -> CaffeValue:
-        """`v` as an ordinary blob: a pending padding or C,H,W-ordered flatten reaching a layer that cannot take it
-        is an error."""
+        """`v` as an ordinary blob (the NCHW convention): a value in Keras's axis order is permuted there; a pending
+        padding or a C,H,W-ordered flatten reaching a layer that cannot take it is an error."""
         if v.pad is not None:
             raise ExportError("a ZeroPadding2D whose padding is not taken by a convolution right after it has no "
                               "exact Caffe form", layer=layer.name)
         if v.keras_is_caffe:
-            raise ExportError("reads a Permute to NCHW order; only a Flatten or Reshape after it has a Caffe form",
-                              layer=layer.name)
+            r = len(v.keras_shape)
+            lp = self.add("Permute", self.unique_layer(f"{layer.name}__nchw"), [v])
+            lp.permute_param.order.extend([0, r - 1, *range(1, r - 1)])
+            return CaffeValue(lp.top[0], v.keras_shape, self.caffe_shape(v.keras_shape), uses=v.uses)
         if v.flat_of is not None and int(np.prod(v.flat_of[1:])) > 1:
             raise ExportError(f"reads a Flatten of a {v.flat_of} map, which Caffe orders C,H,W and Keras H,W,C "
                               "(only a Dense can absorb the difference)", layer=layer.name)
         return v
+
+    def keras_order(self, v: CaffeValue, layer) -> CaffeValue:
+        """`v` as a blob holding its Keras axis order (a Permute from the NCHW convention where they differ)."""
+        if v.keras_is_caffe:
+            return v
+        v = self.plain(v, layer)
+        r = len(v.keras_shape)
+        if not self.channels_last or r <= 2:
+            return v
+        lp = self.add("Permute", self.unique_layer(f"{layer.name}__keras_order"), [v])
+        lp.permute_param.order.extend([0, *range(2, r), 1])
+        return self.value(lp.top[0], v.keras_shape, keras_is_caffe=True)
 
     # ------------------------------------------------------------------ the walk
     def run(self) -> None:
@@ -144,8 +188,18 @@ class CaffeExporter:
                 raise ExportError(f"the mapping made {len(outs)} outputs for {len(node.outputs)}", layer=layer.name)
             for v, out in zip(node.outputs, outs):
                 env[id(v)] = replace(out, uses=uses.get(id(v), 0))
-        for v in graph.outputs:
-            self.plain(env[id(v)], v.node.layer)
+        for v in graph.outputs:  # outputs in the NCHW convention, named as the Keras layer's blob was
+            value = env[id(v)]
+            producer = next((lp for lp in reversed(self.net.layer) if value.top in lp.top), None)
+            out = self.plain(value, v.node.layer)
+            if out.top != value.top:  # the Permute to NCHW takes the output's blob and layer names
+                aside = self.unique_top(f"{value.top}__keras_order")
+                self.rename_top(value.top, aside)
+                self.rename_top(out.top, value.top)
+                if producer is not None:
+                    converter, name = self.net.layer[-1], producer.name
+                    self.rename_layer(producer, self.unique_layer(f"{name}__keras_order"))
+                    self.rename_layer(converter, name)
 
     def layer_blobs(self) -> Iterator[tuple[str, str, list[np.ndarray]]]:
         """(name, type, blobs) of every Caffe layer with blobs, in net order, each computed when reached."""

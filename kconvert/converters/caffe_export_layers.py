@@ -8,6 +8,7 @@ Conventions: ../shared/reference/caffe_semantics.md; blob layouts as caffe_layer
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -110,14 +111,16 @@ def activation(ex: CaffeExporter, layer, v: CaffeValue, name: str, in_place: boo
         sig = ex.add("Sigmoid", f"{layer.name}_sigmoid", [v])
         prod = ex.add("Eltwise", lname if not in_place else f"{layer.name}_swish", [v, sig.top[0]])
         prod.eltwise_param.operation = 0  # PROD
-        return CaffeValue(prod.top[0], v.keras_shape, v.caffe_shape)
+        return replace(v, top=prod.top[0])
     type_ = _ACTIVATIONS.get(name)
     if type_ is None:
         raise ExportError(f"activation '{name}' has no exact Caffe layer", layer=layer.name)
     lp = ex.add(type_, lname, [v], top)
     if type_ == "Softmax":
+        if v.keras_is_caffe:
+            raise ExportError("softmax over a value held in Keras's axis order", layer=layer.name)
         lp.softmax_param.axis = 1
-    return CaffeValue(lp.top[0], v.keras_shape, v.caffe_shape)
+    return replace(v, top=lp.top[0])  # elementwise: the value keeps its axis order
 
 
 def _fused_activation(ex: CaffeExporter, layer, v: CaffeValue) -> CaffeValue:
@@ -339,11 +342,15 @@ def zero_padding2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
 
 @to_caffe("Dense")
 def dense(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
-    """InnerProduct; after a Flatten of an NCHW map the kernel rows go from Keras's H,W,C order to Caffe's C,H,W."""
+    """InnerProduct. After a Flatten of an NCHW map the kernel rows go from Keras's H,W,C order to Caffe's C,H,W;
+    on a higher-rank value whose last Keras axis is also the blob's last (Caffe's order, or channels_first) it is
+    InnerProduct over that last axis."""
     x = ins[0]
-    if x.pad is not None or len(x.keras_shape) != 2:
-        raise ExportError(f"Dense on a rank-{len(x.keras_shape)} value has no Caffe InnerProduct form",
-                          layer=layer.name)
+    rank = len(x.keras_shape)
+    if x.pad is not None:
+        x = ex.plain(x, layer)
+    if rank > 2:
+        x = ex.keras_order(x, layer)
     c = _cfg(layer)
     w = layer.weights
     flat = x.flat_of
@@ -360,7 +367,10 @@ def dense(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
     lp = ex.add("InnerProduct", layer.name, [x], blobs=blobs)
     lp.inner_product_param.num_output = int(c["units"])
     lp.inner_product_param.bias_term = bool(c["use_bias"])
-    return [_fused_activation(ex, layer, ex.value(lp.top[0], outs[0]))]
+    if rank > 2:
+        lp.inner_product_param.axis = rank - 1
+    out = ex.value(lp.top[0], outs[0], keras_is_caffe=x.keras_is_caffe)
+    return [_fused_activation(ex, layer, out)]  # elementwise: the same in either axis order
 
 
 @to_caffe("Flatten")
@@ -375,25 +385,23 @@ def flatten(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
 
 @to_caffe("Permute")
 def permute(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
-    """Channels_last (N, H, W, C) permuted to (N, C, H, W) is the Caffe blob itself (no layer); in a channels_first
-    model a Permute is the SSD fork's Permute layer."""
-    x = ex.plain(ins[0], layer)
-    dims = tuple(int(d) for d in _cfg(layer)["dims"])
+    """The output in its Keras axis order: one Caffe Permute (the SSD fork's layer) from the input's blob, or none
+    where the orders agree — e.g. channels_last (N, H, W, C) permuted to (N, C, H, W) is the NCHW blob itself."""
+    x = ins[0] if ins[0].keras_is_caffe else ex.plain(ins[0], layer)
+    full = [0, *(int(d) for d in _cfg(layer)["dims"])]
     ndim = len(x.keras_shape)
-    if ex.channels_last and ndim >= 3 and dims == (ndim - 1, *range(1, ndim - 1)):
-        return [CaffeValue(x.top, tuple(outs[0]), x.caffe_shape, keras_is_caffe=True)]
-    order = [0, *dims]
-    if ex.channels_last and ndim >= 3:
-        # blob B = moveaxis(K, -1, 1); P = K.transpose(0, *dims); P's blob = moveaxis(P, -1, 1) = B.transpose(order)
-        def blob_axis(a: int) -> int:  # the axis of B holding Keras axis a
+    if ex.channels_last and ndim >= 3 and not x.keras_is_caffe:  # x's blob is moveaxis(K, -1, 1)
+        def blob_axis(a: int) -> int:
             return 0 if a == 0 else (1 if a == ndim - 1 else a + 1)
-        p_axes = [0, ndim - 1, *range(1, ndim - 1)]  # P's axes in blob order
-        order = [blob_axis(([0, *dims])[a]) for a in p_axes]
-    if order == list(range(ndim)):
-        return [ex.value(x.top, outs[0])]
-    lp = ex.add("Permute", layer.name, [x])
-    lp.permute_param.order.extend(order)
-    return [ex.value(lp.top[0], outs[0])]
+        order = [blob_axis(a) for a in full]
+    else:
+        order = full
+    top = x.top
+    if order != list(range(ndim)):
+        lp = ex.add("Permute", layer.name, [x])
+        lp.permute_param.order.extend(order)
+        top = lp.top[0]
+    return [ex.value(top, outs[0], keras_is_caffe=True)]
 
 
 def _same_order(ex: CaffeExporter, shape: tuple) -> bool:
@@ -405,14 +413,22 @@ def _same_order(ex: CaffeExporter, shape: tuple) -> bool:
 
 @to_caffe("Reshape")
 def reshape(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
-    x = ins[0] if ins[0].keras_is_caffe else ex.plain(ins[0], layer)
-    if not ((x.keras_is_caffe or _same_order(ex, x.keras_shape)) and _same_order(ex, tuple(outs[0]))):
-        raise ExportError(f"Reshape {x.keras_shape[1:]} -> {tuple(outs[0])[1:]} reorders elements between Keras's "
-                          "channels_last layout and Caffe's NCHW", layer=layer.name)
-    out = ex.value("", outs[0])
+    """Caffe's Reshape of the input in its Keras axis order (Keras reshapes in that order), giving the output in its
+    Keras order too; a channels_last (d.., C) -> (e.., C) is Caffe's per-channel (C, d..) -> (C, e..) as held."""
+    x = ins[0]
+    out_shape = tuple(outs[0])
+    if (ex.channels_last and not x.keras_is_caffe and len(x.keras_shape) >= 3 and len(out_shape) >= 3
+            and x.keras_shape[-1] == out_shape[-1]):
+        x = ex.plain(x, layer)
+        lp = ex.add("Reshape", layer.name, [x])
+        lp.reshape_param.shape.dim.extend([0, *(int(d) for d in ex.caffe_shape(out_shape)[1:])])
+        return [ex.value(lp.top[0], out_shape)]
+    x = ex.keras_order(x, layer) if not _same_order(ex, x.keras_shape) or x.keras_is_caffe else ex.plain(x, layer)
+    usual = _same_order(ex, out_shape)  # then the NCHW convention holds the same order: keep it usable as is
+    target = ex.value("", out_shape, keras_is_caffe=not usual).caffe_shape
     lp = ex.add("Reshape", layer.name, [x])
-    lp.reshape_param.shape.dim.extend([0, *(int(d) for d in out.caffe_shape[1:])])
-    return [ex.value(lp.top[0], outs[0])]
+    lp.reshape_param.shape.dim.extend([0, *(int(d) for d in target[1:])])
+    return [ex.value(lp.top[0], out_shape, keras_is_caffe=not usual)]
 
 
 @to_caffe("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
@@ -429,9 +445,33 @@ def concatenate(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
     return [ex.value(lp.top[0], outs[0])]
 
 
+def _channel_scale(ex: CaffeExporter, layer, xs: list, outs: list) -> list | None:
+    """x * s with s one value per (sample, channel) (an SE/Axpy gate of shape (N, C) or (N, C, 1, 1) in Caffe's
+    terms): Caffe's two-bottom Scale over axes 0..1, the gate reshaped to (N, C) first. None if not that case."""
+    if len(xs) != 2:
+        return None
+    for big, small in (xs, xs[::-1]):
+        b, s = big.caffe_shape, small.caffe_shape
+        if len(b) >= 3 and s[:2] == b[:2] and all(d == 1 for d in s[2:]) and s != b:
+            gate = small
+            if len(s) > 2:
+                rs = ex.add("Reshape", ex.unique_layer(f"{layer.name}__gate"), [small])
+                rs.reshape_param.shape.dim.extend([0, int(s[1])])
+                gate = ex.value(rs.top[0], (s[0], s[1]))
+            lp = ex.add("Scale", layer.name, [big, gate])
+            lp.scale_param.axis = 0
+            lp.scale_param.num_axes = 2
+            return [ex.value(lp.top[0], outs[0])]
+    return None
+
+
 def _eltwise(operation: int, coeff=None):
     def mapping(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
         xs = [ex.plain(v, layer) for v in ins]
+        if operation == 0 and len({v.keras_shape[1:] for v in xs}) > 1:
+            scaled = _channel_scale(ex, layer, xs, outs)
+            if scaled is not None:
+                return scaled
         if len({v.keras_shape[1:] for v in xs}) > 1:
             raise ExportError(f"inputs of shapes {[v.keras_shape for v in xs]}: Caffe's Eltwise does not broadcast",
                               layer=layer.name)
@@ -644,4 +684,157 @@ def caffe_argmax(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
     p.top_k, p.out_max_val = int(c["top_k"]), bool(c["out_max_val"])
     if c.get("axis") is not None:
         p.axis = int(c["axis"])
+    return [ex.value(lp.top[0], outs[0])]
+
+
+# ---------------------------------------------------------------------------------------------- fork layers
+
+
+def _pool_geometry(p, bottom_hw) -> tuple:
+    """(kernel, stride, pad, floor) of a PoolingParameter, global pooling as its whole-map window."""
+    if p.global_pooling:
+        return tuple(bottom_hw), (1, 1), (0, 0), False
+
+    def pair(name: str, default: int) -> tuple[int, int]:
+        h, w = f"{name}_h", f"{name}_w"
+        if p.HasField(h) or p.HasField(w):
+            return int(getattr(p, h)), int(getattr(p, w))
+        field = "kernel_size" if name == "kernel" else name
+        value = int(getattr(p, field)) if p.HasField(field) else default
+        return value, value
+
+    return pair("kernel", 0), pair("stride", 1), pair("pad", 0), int(p.round_mode) == 1
+
+
+@to_caffe("CaffeMaxPoolingMask")
+def caffe_max_pooling_mask(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    """Caffe's MAX Pooling second top: added to the Pooling of the same input and window when there is one (as the
+    source net had it), else a Pooling of its own whose first top goes unused."""
+    x = ex.plain(ins[0], layer)
+    c = _cfg(layer)
+    want = (tuple(c["pool_size"]), tuple(c["strides"]), tuple(c["padding"]), c["rounding"] == "floor")
+    top = ex.unique_top(layer.name)
+    for lp in ex.net.layer:
+        if (lp.type == "Pooling" and list(lp.bottom) == [x.top] and len(lp.top) == 1 and lp.pooling_param.pool == 0
+                and _pool_geometry(lp.pooling_param, _spatial(ex, x)) == want):
+            lp.top.append(top)
+            return [ex.value(top, outs[0])]
+    lp = ex.add("Pooling", f"{layer.name}__values", [x], [ex.unique_top(f"{layer.name}__values"), top])
+    p = lp.pooling_param
+    p.pool = 0
+    _set_pair(p, "kernel", want[0], -1)
+    _set_pair(p, "stride", want[1], 1)
+    _set_pair(p, "pad", want[2], 0)
+    if want[3]:
+        p.round_mode = 1
+    return [ex.value(top, outs[0])]
+
+
+@to_caffe("CaffeMaxUnpooling2D")
+def caffe_max_unpooling(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    """SegNet's Upsample with the pooling mask as its second bottom."""
+    xs = [ex.plain(v, layer) for v in ins]
+    c = _cfg(layer)
+    lp = ex.add("Upsample", layer.name, xs)
+    p = lp.upsample_param
+    scale = tuple(int(v) for v in c["scale"])
+    if scale[0] == scale[1]:
+        p.scale = scale[0]
+    else:
+        p.scale_h, p.scale_w = scale
+    pad_out = tuple(bool(v) for v in c["pad_out"])
+    if any(pad_out):
+        p.pad_out_h, p.pad_out_w = pad_out
+    if c.get("size"):
+        p.upsample_h, p.upsample_w = (int(v) for v in c["size"])
+    return [ex.value(lp.top[0], outs[0])]
+
+
+@to_caffe("CaffeInterp")
+def caffe_interp(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    x = ex.plain(ins[0], layer)
+    c = _cfg(layer)
+    lp = ex.add("Interp", layer.name, [x])
+    p = lp.interp_param
+    for key in ("height", "width", "zoom_factor", "shrink_factor"):
+        if c.get(key) is not None:
+            setattr(p, key, int(c[key]))
+    p.pad_beg, p.pad_end = int(c.get("pad_beg") or 0), int(c.get("pad_end") or 0)
+    return [ex.value(lp.top[0], outs[0])]
+
+
+@to_caffe("UpSampling2D")
+def upsampling2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    """Nearest upsampling by integers as BVLC's Deconvolution: kernel = stride = the factor, one group per channel,
+    weights 1 and no bias (each input pixel copied to its block; OpenCV runs it, unlike the forks' Upsample)."""
+    x = ex.plain(ins[0], layer)
+    _check_2d(ex, layer, x)
+    c = _cfg(layer)
+    if c.get("interpolation", "nearest") != "nearest":
+        raise ExportError(f"UpSampling2D with {c['interpolation']} interpolation has no exact Caffe layer",
+                          layer=layer.name)
+    size = tuple(int(v) for v in c["size"])
+    channels = int(x.caffe_shape[1])
+    lp = ex.add("Deconvolution", layer.name, [x], blobs=lambda: [np.ones((channels, 1, *size), np.float32)])
+    p = lp.convolution_param
+    p.num_output, p.group, p.bias_term = channels, channels, False
+    _conv_params(p, size, size, (0, 0), (1, 1))
+    return [ex.value(lp.top[0], outs[0])]
+
+
+@to_caffe("CaffeNormalize")
+def caffe_normalize(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    x = ex.plain(ins[0], layer)
+    c = _cfg(layer)
+    lp = ex.add("Normalize", layer.name, [x], blobs=lambda: [w.produce().reshape(-1) for w in layer.weights])
+    p = lp.norm_param
+    p.across_spatial, p.channel_shared, p.eps = bool(c["across_spatial"]), bool(c["channel_shared"]), float(c["eps"])
+    return [ex.value(lp.top[0], outs[0])]
+
+
+def _set_hw(p, name: str, pair, single: str, cast) -> None:
+    """SSD's `img_size`/`step`: one field when both axes agree, else the `_h`/`_w` pair; nothing when unset."""
+    h, w = (cast(v) for v in pair)
+    if not h and not w:
+        return
+    if h == w:
+        setattr(p, single, h)
+    else:
+        setattr(p, f"{name}_h", h)
+        setattr(p, f"{name}_w", w)
+
+
+@to_caffe("PriorBox")
+def prior_box(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    xs = [ex.plain(v, layer) for v in ins]
+    c = _cfg(layer)
+    lp = ex.add("PriorBox", layer.name, xs)
+    p = lp.prior_box_param
+    p.min_size.extend(float(v) for v in c["min_size"])
+    p.max_size.extend(float(v) for v in c["max_size"] or [])
+    p.aspect_ratio.extend(float(v) for v in c["aspect_ratio"] or [])
+    p.flip, p.clip, p.offset = bool(c["flip"]), bool(c["clip"]), float(c["offset"])
+    p.variance.extend(float(v) for v in c["variance"] or [])
+    _set_hw(p, "img", c["img_size"], "img_size", int)
+    _set_hw(p, "step", c["step"], "step", float)
+    return [ex.value(lp.top[0], outs[0])]
+
+
+@to_caffe("DetectionOutput")
+def detection_output(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    xs = [ex.plain(v, layer) for v in ins]
+    c = _cfg(layer)
+    lp = ex.add("DetectionOutput", layer.name, xs)
+    p = lp.detection_output_param
+    p.num_classes, p.share_location = int(c["num_classes"]), bool(c["share_location"])
+    p.background_label_id, p.keep_top_k = int(c["background_label_id"]), int(c["keep_top_k"])
+    p.nms_param.nms_threshold, p.nms_param.eta = float(c["nms_threshold"]), float(c["eta"])
+    if int(c["top_k"]) != -1:
+        p.nms_param.top_k = int(c["top_k"])
+    p.code_type = p.DESCRIPTOR.fields_by_name["code_type"].enum_type.values_by_name[c["code_type"]].number
+    p.variance_encoded_in_target = bool(c["variance_encoded_in_target"])
+    if c.get("confidence_threshold") is not None:
+        p.confidence_threshold = float(c["confidence_threshold"])
+    if c.get("clip"):
+        p.clip = True
     return [ex.value(lp.top[0], outs[0])]

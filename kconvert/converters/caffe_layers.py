@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import layers as kl
 from ..errors import ConfigError, UnknownLayerError, WeightsError
+from ..formats.caffe.caffemodel import release_pages
 
 CAFFE_LAYERS: dict[str, Callable] = {}
 
@@ -83,12 +84,52 @@ class CaffeBuilder:
                                f"prototxt implies {tuple(shape)}", file=self.file, layer=lp.name)
         return array.reshape(shape)
 
+    def later(self, fn: Callable, view: np.ndarray, shape: tuple) -> Later:
+        """Weight `fn(view)` of `shape`, computed from the (mapped) blob view only when the weight is first needed."""
+        return Later(fn, view, tuple(shape))
+
     def call(self, layer, inputs: list, weights: list | None = None) -> list:
-        """Call a kconvert layer on Values (one or a list) and set its weights; returns the outputs as a list."""
+        """Call a kconvert layer on Values (one or a list) and set its weights (arrays, or `Later` ones the layer
+        defers); returns the outputs as a list."""
         out = layer(inputs if len(inputs) > 1 else inputs[0])
         if weights is not None:
-            layer.set_weights(weights)
+            own = layer.weights
+            if len(weights) != len(own):
+                raise WeightsError(f"{type(layer).__name__} expects {len(own)} weight arrays, got {len(weights)}")
+            for w, value in zip(own, weights):
+                if tuple(value.shape) != w.shape:
+                    raise WeightsError(f"weight '{w.name}' has shape {w.shape}, the blob gives {tuple(value.shape)}")
+            for w, value in zip(own, weights):
+                w.defer(value) if isinstance(value, Later) else w.assign(value)
         return list(out) if isinstance(out, (list, tuple)) else [out]
+
+
+class Later:
+    """A weight computed from a caffemodel blob when first needed: a converted VGG16 streams to its output file
+    one layer at a time instead of holding every transformed kernel. `fn(view)` gives the weight (reshaped to
+    `shape` if needed); when `fn` has a `blocks(view)` generator, `chunks()` yields the weight in row blocks. The
+    blob's mapped pages are released after (they stay in the page cache), so reading does not grow the process."""
+
+    __slots__ = ("fn", "view", "shape")
+
+    def __init__(self, fn: Callable, view: np.ndarray, shape: tuple):
+        self.fn, self.view, self.shape = fn, view, shape
+
+    def __call__(self) -> np.ndarray:
+        out = self.fn(self.view).reshape(self.shape)
+        release_pages(self.view)
+        return out
+
+    def chunks(self):
+        """(first row, rows) blocks of the weight, in order; each block is only valid until the next one."""
+        blocks = getattr(self.fn, "blocks", None)
+        if blocks is None:
+            yield 0, self()
+            return
+        row = int(np.prod(self.shape[1:]))
+        for a, block in blocks(self.view):
+            yield a * (block[0].size // row), block.reshape(-1, *self.shape[1:])
+        release_pages(self.view)
 
 
 def _pair(values, h, w, default):
@@ -165,51 +206,120 @@ def convolution(b: CaffeBuilder, lp, ins: list) -> list:
         layer = kl.Conv2D(filters, kernel, strides=stride, padding=padding, dilation_rate=dilation, groups=groups,
                           use_bias=use_bias, data_format=b.data_format, name=lp.name)
         if blobs is not None:
-            w = _units_last(b.blob_view(lp, blobs, 0, (filters, c_in // groups, *kernel)))  # (kh, kw, in, out)
+            w = b.later(_units_last, b.blob_view(lp, blobs, 0, (filters, c_in // groups, *kernel)),
+                        (*kernel, c_in // groups, filters))  # (kh, kw, in, out)
             weights = [w] + ([b.blob(lp, blobs, 1, (filters,))] if use_bias else [])
     return b.call(layer, [x], weights)
 
 
-_BLOCK_BYTES = 2 << 20
+_BLOCK_BYTES = 32 << 20  # output rows produced at a time when a weight streams to a file
+_UNIT_TILE = 256  # units copied per step: 1 KB contiguous runs in the output, a bounded spread in the source
 
 
 def _units_last(src: np.ndarray) -> np.ndarray:
     """Caffe weights (units, inner, *spatial) as a new C-contiguous float32 (*spatial, inner, units) array: Keras's
-    Conv2D kernel, or a Dense kernel with rows in H,W,C order. Copied in blocks of units straight from the (mapped)
-    blob: one pass, cache-sized temporaries, no full-size intermediate (VGG16's fc6 is 411 MB)."""
-    axes = (*range(2, src.ndim), 1, 0)
-    out = np.empty(tuple(src.shape[a] for a in axes), np.float32)
-    step = max(1, _BLOCK_BYTES // max(1, 4 * src[:1].size))
-    for u0 in range(0, src.shape[0], step):
-        block = np.array(src[u0:u0 + step], dtype=np.float32)  # contiguous, cache-sized: the transposed write is fast
-        out[..., u0:u0 + step] = block.transpose(axes)
+    Conv2D kernel, or a Dense kernel with rows in H,W,C order. Copied straight from the (mapped) blob in tiles of
+    units: one pass, no full-size intermediate (VGG16's fc6 is 411 MB)."""
+    t = src.transpose((*range(2, src.ndim), 1, 0))
+    out = np.empty(t.shape, np.float32)
+    _copy_tiled(out, t)
     return out
+
+
+def _units_last_blocks(src: np.ndarray):
+    """`_units_last(src)` in blocks of leading rows, (first row, block): a writer streams the weight to its file
+    without holding it whole. The next block is computed in a thread while the caller writes this one (two
+    buffers, alternating); a block is valid until the next one is asked for."""
+    t = src.transpose((*range(2, src.ndim), 1, 0))
+    step = max(1, _BLOCK_BYTES // max(1, 4 * t[0].size))
+    starts = range(0, t.shape[0], step)
+    if len(starts) == 1:
+        yield 0, _units_last(src)
+        return
+    buffers = [np.empty((step, *t.shape[1:]), np.float32) for _ in range(2)]
+
+    def fill(i: int) -> tuple[int, np.ndarray]:
+        a = starts[i]
+        block = buffers[i % 2][:min(step, t.shape[0] - a)]
+        _copy_tiled(block, t[a:a + len(block)], threads=False)
+        return a, block
+
+    pending = _pool().submit(fill, 0)
+    for i in range(len(starts)):
+        a, block = pending.result()
+        if i + 1 < len(starts):
+            pending = _pool().submit(fill, i + 1)
+        yield a, block
+
+
+_units_last.blocks = _units_last_blocks
+
+
+def _copy_tiled(dst: np.ndarray, t: np.ndarray, threads: bool = True) -> None:
+    """dst[...] = t (a transposed view) in tiles of units, split over two threads when large (numpy's copy
+    releases the GIL; the strided reads of a transpose leave a core idle waiting on memory otherwise)."""
+    def tile(u0: int) -> None:
+        np.copyto(dst[..., u0:u0 + _UNIT_TILE], t[..., u0:u0 + _UNIT_TILE], casting="unsafe")
+
+    starts = range(0, t.shape[-1], _UNIT_TILE)
+    if not threads or dst.nbytes < _THREADED_BYTES or len(starts) < 2:
+        for u0 in starts:
+            tile(u0)
+        return
+    list(_pool().map(tile, starts))
+
+
+def _pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kconvert-copy")
+    return _POOL
+
+
+_THREADED_BYTES = 8 << 20
+_POOL = None
 
 
 @caffe_layer("Deconvolution")
 def deconvolution(b: CaffeBuilder, lp, ins: list) -> list:
-    """Conv2DTranspose 'valid' (Caffe's full output s(H-1) + d(k-1) + 1), then the padding cropped away."""
+    """Conv2DTranspose 'valid' (Caffe's full output s(H-1) + d(k-1) + 1), then the padding cropped away. With
+    group G (Keras's Conv2DTranspose has no groups) the input channels are cut into G equal CaffeSlice parts, each
+    part gets its own Conv2DTranspose (the group's blob rows, its outputs' bias) and the results are concatenated:
+    Caffe's group g maps input channels [g*in/G, (g+1)*in/G) to outputs [g*out/G, (g+1)*out/G)."""
     p = lp.convolution_param
     kernel, stride, pad, dilation = _conv_geometry(p)
     x = ins[0]
     c_in = b.caffe_shape(x)[1]
     groups, filters = int(p.group or 1), int(p.num_output)
-    if groups != 1:
-        raise ConfigError(f"Deconvolution with group={groups} has no Keras equivalent yet", file=b.file,
-                          layer=lp.name)
+    if groups < 1 or c_in % groups or filters % groups:
+        raise ConfigError(f"Deconvolution group={groups} must divide its {c_in} input and {filters} output channels",
+                          file=b.file, layer=lp.name)
     if any(s > 1 for s in stride) and any(d > 1 for d in dilation):
         raise ConfigError("Deconvolution with both stride and dilation > 1 has no Keras equivalent", file=b.file,
                           layer=lp.name)
     blobs = b.blobs(lp)
     use_bias = bool(p.bias_term)
     name = lp.name if pad == (0, 0) else f"{lp.name}_full"
-    layer = kl.Conv2DTranspose(filters, kernel, strides=stride, padding="valid", dilation_rate=dilation,
-                               use_bias=use_bias, data_format=b.data_format, name=name)
-    weights = None
-    if blobs is not None:  # Caffe (in, out, kh, kw) -> Keras (kh, kw, out, in)
-        w = b.blob(lp, blobs, 0, (c_in, filters, *kernel)).transpose(2, 3, 1, 0)
-        weights = [w] + ([b.blob(lp, blobs, 1, (filters,))] if use_bias else [])
-    out = b.call(layer, [x], weights)
+    g_in, g_out = c_in // groups, filters // groups
+    parts = [x] if groups == 1 else b.call(_caffe_class("CaffeSlice")(
+        axis=1, num_outputs=groups, data_format=b.data_format, name=f"{lp.name}_groups"), [x])
+    w = bias = None
+    if blobs is not None:  # Caffe (in, out/G, kh, kw) -> Keras (kh, kw, out/G, in/G) per group
+        w = b.blob(lp, blobs, 0, (c_in, g_out, *kernel)).transpose(2, 3, 1, 0)
+        bias = b.blob(lp, blobs, 1, (filters,)) if use_bias else None
+    outs = []
+    for g, part in enumerate(parts):
+        layer = kl.Conv2DTranspose(g_out, kernel, strides=stride, padding="valid", dilation_rate=dilation,
+                                   use_bias=use_bias, data_format=b.data_format,
+                                   name=name if groups == 1 else f"{lp.name}_g{g}")
+        weights = None
+        if w is not None:
+            weights = [np.ascontiguousarray(w[..., g * g_in:(g + 1) * g_in])]
+            weights += [bias[g * g_out:(g + 1) * g_out]] if use_bias else []
+        outs += b.call(layer, [part], weights)
+    out = outs if groups == 1 else b.call(kl.Concatenate(axis=b.axis(1, 4), name=name), outs)
     if pad != (0, 0):
         out = b.call(kl.Cropping2D(((pad[0], pad[0]), (pad[1], pad[1])), data_format=b.data_format,
                                    name=lp.name), out)
@@ -222,11 +332,16 @@ def deconvolution(b: CaffeBuilder, lp, ins: list) -> list:
 @caffe_layer("InnerProduct")
 def inner_product(b: CaffeBuilder, lp, ins: list) -> list:
     """Dense; after a spatial blob the input is flattened in Keras order and the weight rows permuted to match
-    Caffe's C,H,W flattening."""
+    Caffe's C,H,W flattening. With axis > 1 the dims before `axis` are kept (_inner_product_at)."""
     p = lp.inner_product_param
     x = ins[0]
-    if p.axis not in (1, -len(x.shape) + 1):
-        raise ConfigError(f"InnerProduct with axis={p.axis} is not supported", file=b.file, layer=lp.name)
+    ndim = len(x.shape)
+    axis = int(p.axis) + ndim if int(p.axis) < 0 else int(p.axis)  # Caffe's CanonicalAxisIndex
+    if not 1 <= axis < ndim:
+        raise ConfigError(f"InnerProduct axis={p.axis} must name a non-batch axis of its rank-{ndim} bottom",
+                          file=b.file, layer=lp.name)
+    if axis > 1:
+        return _inner_product_at(b, lp, x, axis)
     caffe_shape = b.caffe_shape(x)
     k = int(np.prod(caffe_shape[1:]))
     units = int(p.num_output)
@@ -240,11 +355,40 @@ def inner_product(b: CaffeBuilder, lp, ins: list) -> list:
             w = b.blob(lp, blobs, 0, (k, units))
             if spatial:
                 w = np.moveaxis(w.reshape(*caffe_shape[1:], units), 0, -2).reshape(k, units)  # rows in H,W,C order
+            w = np.ascontiguousarray(w).reshape(k, units)
         else:  # stored (units, K): one blocked pass to (K, units), rows in H,W,C order where the input is spatial
-            w = _units_last(b.blob_view(lp, blobs, 0, (units, *caffe_shape[1:]) if spatial else (units, k)))
-        weights = [np.ascontiguousarray(w).reshape(k, units)] + \
-            ([b.blob(lp, blobs, 1, (units,))] if p.bias_term else [])
+            view = b.blob_view(lp, blobs, 0, (units, *caffe_shape[1:]) if spatial else (units, k))
+            w = b.later(_units_last, view, (k, units))
+        weights = [w] + ([b.blob(lp, blobs, 1, (units,))] if p.bias_term else [])
     return b.call(kl.Dense(units, use_bias=bool(p.bias_term), name=lp.name), [x], weights)
+
+
+def _inner_product_at(b: CaffeBuilder, lp, x, axis: int) -> list:
+    """InnerProduct with axis > 1: Caffe keeps dims [0, axis), merges the rest in C order and multiplies, giving
+    (N, C, .., num_output). The value is taken in Caffe's order, merged by a Reshape, multiplied by a Dense on its
+    last axis (weight rows stay in Caffe's order) and, in channels_last, permuted back (C last). The last layer
+    carries the Caffe layer's name (the Dense is `<name>_dense` before a Permute)."""
+    p = lp.inner_product_param
+    ndim = len(x.shape)
+    src = b.caffe_shape(x)
+    k, units = int(np.prod(src[axis:])), int(p.num_output)
+    if b.channels_last:
+        x = b.call(kl.Permute((ndim - 1, *range(1, ndim - 1)), name=f"{lp.name}_nchw"), [x])[0]
+    if axis < ndim - 1:
+        x = b.call(kl.Reshape((*src[1:axis], k), name=f"{lp.name}_flatten"), [x])[0]
+    blobs = b.blobs(lp)
+    weights = None
+    if blobs is not None:
+        if p.transpose:  # stored (K, units): Keras's kernel as it is
+            w = b.blob(lp, blobs, 0, (k, units))
+        else:  # stored (units, K)
+            w = b.later(_units_last, b.blob_view(lp, blobs, 0, (units, k)), (k, units))
+        weights = [w] + ([b.blob(lp, blobs, 1, (units,))] if p.bias_term else [])
+    dense = kl.Dense(units, use_bias=bool(p.bias_term), name=f"{lp.name}_dense" if b.channels_last else lp.name)
+    out = b.call(dense, [x], weights)
+    if b.channels_last:  # (N, C, d.., units) -> (N, d.., units, C)
+        out = b.call(kl.Permute((*range(2, axis + 1), 1), name=lp.name), out)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- activations
@@ -376,32 +520,45 @@ def _caffe_pool_out(size: int, k: int, s: int, p: int, ceil: bool) -> int:
 @caffe_layer("Pooling")
 def pooling(b: CaffeBuilder, lp, ins: list) -> list:
     """Global -> GlobalMax/AveragePooling2D; Keras pooling where it is exact (no padding, floor == ceil);
-    CaffePooling2D (Caffe's rounding, clip rule and divisor) otherwise. STOCHASTIC pooling is an error."""
+    CaffePooling2D (Caffe's rounding, clip rule and divisor) otherwise. STOCHASTIC pooling is an error.
+    A second top (MAX only) is Caffe's argmax mask, computed by CaffeMaxPoolingMask (named `<layer>_mask`)."""
     p = lp.pooling_param
     mode = {0: "max", 1: "ave"}.get(int(p.pool))
     if mode is None:
         raise ConfigError("STOCHASTIC pooling has no deterministic inference form", file=b.file, layer=lp.name)
+    masked = len(lp.top) > 1
+    if masked and mode != "max":
+        raise ConfigError("only MAX Pooling has a second top (the argmax mask)", file=b.file, layer=lp.name)
     x = ins[0]
     if p.global_pooling:
         cls = kl.GlobalMaxPooling2D if mode == "max" else kl.GlobalAveragePooling2D
-        return b.call(cls(data_format=b.data_format, keepdims=True, name=lp.name), ins)
-    kernel = _pool_pair(p, "kernel", 0)
-    stride = _pool_pair(p, "stride", 1)
-    pad = _pool_pair(p, "pad", 0)
-    if kernel[0] <= 0:
-        raise ConfigError("Pooling needs kernel_size (or kernel_h/kernel_w) or global_pooling", file=b.file,
-                          layer=lp.name)
-    ceil = not _floor_rounding(p)
-    h, w = b.caffe_shape(x)[2:4]
-    exact = pad == (0, 0) and all(_caffe_pool_out(n, k, s, 0, ceil) == (n - k) // s + 1
-                                  for n, k, s in zip((h, w), kernel, stride))
-    if exact:
-        cls = kl.MaxPooling2D if mode == "max" else kl.AveragePooling2D
-        return b.call(cls(kernel, strides=stride, padding="valid", data_format=b.data_format, name=lp.name), ins)
-    layer = _caffe_class("CaffePooling2D")(pool_size=kernel, strides=stride, padding=pad, mode=mode,
-                                           rounding="ceil" if ceil else "floor", data_format=b.data_format,
-                                           name=lp.name)
-    return b.call(layer, ins)
+        values = b.call(cls(data_format=b.data_format, keepdims=True, name=lp.name), ins)
+        kernel, stride, pad, ceil = tuple(b.caffe_shape(x)[2:4]), (1, 1), (0, 0), True
+    else:
+        kernel = _pool_pair(p, "kernel", 0)
+        stride = _pool_pair(p, "stride", 1)
+        pad = _pool_pair(p, "pad", 0)
+        if kernel[0] <= 0:
+            raise ConfigError("Pooling needs kernel_size (or kernel_h/kernel_w) or global_pooling", file=b.file,
+                              layer=lp.name)
+        ceil = not _floor_rounding(p)
+        h, w = b.caffe_shape(x)[2:4]
+        exact = pad == (0, 0) and all(_caffe_pool_out(n, k, s, 0, ceil) == (n - k) // s + 1
+                                      for n, k, s in zip((h, w), kernel, stride))
+        if exact:
+            cls = kl.MaxPooling2D if mode == "max" else kl.AveragePooling2D
+            layer = cls(kernel, strides=stride, padding="valid", data_format=b.data_format, name=lp.name)
+        else:
+            layer = _caffe_class("CaffePooling2D")(pool_size=kernel, strides=stride, padding=pad, mode=mode,
+                                                   rounding="ceil" if ceil else "floor", data_format=b.data_format,
+                                                   name=lp.name)
+        values = b.call(layer, ins)
+    if not masked:
+        return values
+    mask = _caffe_class("CaffeMaxPoolingMask")(pool_size=kernel, strides=stride, padding=pad,
+                                               rounding="ceil" if ceil else "floor", data_format=b.data_format,
+                                               name=f"{lp.name}_mask")
+    return values + b.call(mask, ins)
 
 
 def _pool_pair(p, name: str, default: int) -> tuple[int, int]:
@@ -428,16 +585,50 @@ def _floor_rounding(p) -> bool:
 
 @caffe_layer("Flatten")
 def flatten(b: CaffeBuilder, lp, ins: list) -> list:
-    """Caffe flattens in C,H,W order: in channels_last the value is permuted to that order first."""
+    """Caffe merges its (NCHW-numbered) dims axis..end_axis into one, in C order. The full flatten (1..-1) is a
+    Flatten, after a permute to C,H,W order in channels_last. A partial one is a Reshape (_reshape_to); in
+    channels_last, where the merged dims include C, one Permute first puts the dims after the range ahead of
+    C, d1.. (the held layout of the result, C-major inside the merged dim)."""
     p = lp.flatten_param
     x = ins[0]
     ndim = len(x.shape)
-    if int(p.axis) % ndim != 1 or int(p.end_axis) % ndim != ndim - 1:
-        raise ConfigError(f"Flatten from axis {p.axis} to {p.end_axis} is not supported yet", file=b.file,
-                          layer=lp.name)
-    if b.channels_last and ndim > 2:
-        x = b.call(kl.Permute((ndim - 1, *range(1, ndim - 1)), name=f"{lp.name}_nchw"), [x])[0]
-    return b.call(kl.Flatten(name=lp.name), [x])
+    start, end = (int(a) + ndim if int(a) < 0 else int(a) for a in (p.axis, p.end_axis))
+    if not 0 <= start <= end < ndim:
+        raise ConfigError(f"Flatten axis {p.axis} to end_axis {p.end_axis} is not a range of the rank-{ndim} "
+                          f"bottom's axes", file=b.file, layer=lp.name)
+    if start == 0 and end > 0:
+        raise ConfigError(f"Flatten from axis {p.axis} would merge the batch axis", file=b.file, layer=lp.name)
+    start, end = max(start, 1), max(end, 1)
+    if start == 1 and end == ndim - 1:
+        if b.channels_last and ndim > 2:
+            x = b.call(kl.Permute((ndim - 1, *range(1, ndim - 1)), name=f"{lp.name}_nchw"), [x])[0]
+        return b.call(kl.Flatten(name=lp.name), [x])
+    src = b.caffe_shape(x)
+    merged = int(np.prod(src[start:end + 1]))
+    if b.channels_last and start == 1 and end > 1:  # held (d1.., C) -> (d_end+1.., C, d1..d_end-1) -> merged last
+        x = b.call(kl.Permute((*range(end, ndim - 1), ndim - 1, *range(1, end)), name=f"{lp.name}_permute"),
+                   [x])[0]
+        return b.call(kl.Reshape((*src[end + 1:], merged), name=lp.name), [x])
+    return _reshape_to(b, lp, x, (*src[1:start], merged, *src[end + 1:]))
+
+
+def _reshape_to(b: CaffeBuilder, lp, x, target: tuple) -> list:
+    """`x` reshaped as Caffe reshapes (C order over its NCHW-numbered axes) to (N, *target), held in the model's
+    layout. channels_first: one Reshape. channels_last (C last from rank 3 on): where axis 1 keeps its size the
+    value is reshaped as held (C stays innermost, the other dims keep their C order); otherwise it is permuted to
+    Caffe's order, reshaped, and a result of rank >= 3 permuted back."""
+    src = b.caffe_shape(x)
+    r_in, r_out = len(src), len(target) + 1
+    if not b.channels_last or (r_in < 3 and r_out < 3):
+        return b.call(kl.Reshape(tuple(target), name=lp.name), [x])
+    if r_in >= 3 and r_out >= 3 and target[0] == src[1]:
+        return b.call(kl.Reshape((*target[1:], target[0]), name=lp.name), [x])
+    if r_in >= 3:
+        x = b.call(kl.Permute((r_in - 1, *range(1, r_in - 1)), name=f"{lp.name}_nchw"), [x])[0]
+    if r_out < 3:
+        return b.call(kl.Reshape(tuple(target), name=lp.name), [x])
+    y = b.call(kl.Reshape(tuple(target), name=f"{lp.name}_reshape"), [x])[0]
+    return b.call(kl.Permute((*range(2, r_out), 1), name=lp.name), [y])
 
 
 def _caffe_class(name: str):
@@ -466,6 +657,8 @@ def scale(b: CaffeBuilder, lp, ins: list) -> list:
     layer = _caffe_class("CaffeScale")(axis=int(p.axis), num_axes=int(p.num_axes), bias_term=bool(p.bias_term),
                                        data_format=b.data_format, name=lp.name)
     out = b.call(layer, ins)
+    if not layer.weights:  # two bottoms, no bias: nothing to read (Caffe needs no caffemodel entry for it)
+        return out
     blobs = b.blobs(lp)
     if blobs is not None:
         shapes = [w.shape for w in layer.weights]
@@ -531,27 +724,41 @@ def argmax(b: CaffeBuilder, lp, ins: list) -> list:
 
 @caffe_layer("Reshape")
 def reshape(b: CaffeBuilder, lp, ins: list) -> list:
-    """Caffe's reshape (0 copies a dim, -1 infers one) in NCHW order; to rank 2 or 4 (channels_last: the value is
-    permuted to NCHW order first and a 4-D result back to NHWC)."""
+    """Caffe's ReshapeParameter: the bottom's dims [axis, axis + num_axes) (NCHW-numbered; a negative axis counts
+    from the end, -1 meaning after the last dim; num_axes -1: to the end) are replaced by `shape`, where 0 copies
+    the bottom dim at that position and one -1 is inferred. Emitted by _reshape_to."""
     p = lp.reshape_param
     x = ins[0]
-    ndim = len(x.shape)
-    if int(p.axis) != 0 or int(p.num_axes) != -1:
-        raise ConfigError("Reshape with axis/num_axes is not supported yet", file=b.file, layer=lp.name)
-    dims = [int(d) for d in p.shape.dim]
     src = b.caffe_shape(x)
-    target = [src[i] if d == 0 else d for i, d in enumerate(dims)]
-    if target[0] not in (None, -1) and target[0] != src[0]:
+    ndim = len(src)
+    axis, num_axes = int(p.axis), int(p.num_axes)
+    start = axis if axis >= 0 else ndim + axis + 1  # Caffe's reshape_layer.cpp: not CanonicalAxisIndex
+    end = ndim if num_axes == -1 else start + num_axes
+    if not 0 <= start <= ndim or num_axes < -1 or end > ndim:
+        raise ConfigError(f"Reshape axis={axis} num_axes={num_axes} is not a range of the rank-{ndim} bottom's axes",
+                          file=b.file, layer=lp.name)
+    top = list(src[:start])
+    for i, d in enumerate(int(d) for d in p.shape.dim):
+        if d == 0 and start + i >= ndim:
+            raise ConfigError(f"Reshape dim {i} is 0 (copy) but the bottom has no axis {start + i}", file=b.file,
+                              layer=lp.name)
+        if d < -1:
+            raise ConfigError(f"Reshape dim {i} is {d}; dims must be -1, 0 or positive", file=b.file, layer=lp.name)
+        top.append(src[start + i] if d == 0 else d)
+    top += src[end:]
+    if top.count(-1) > 1:
+        raise ConfigError(f"Reshape shape {top} infers more than one dim (-1)", file=b.file, layer=lp.name)
+    if top[0] not in (None, -1) and top[0] != src[0]:
         raise ConfigError("Reshape cannot change the batch size", file=b.file, layer=lp.name)
-    target = target[1:]
-    if len(target) + 1 not in (2, 4):
-        raise ConfigError(f"Reshape to rank {len(target) + 1} is not supported yet", file=b.file, layer=lp.name)
-    if b.channels_last and ndim == 4:
-        x = b.call(kl.Permute((3, 1, 2), name=f"{lp.name}_nchw"), [x])[0]
-    if b.channels_last and len(target) == 3:
-        y = b.call(kl.Reshape(tuple(target), name=f"{lp.name}_reshape"), [x])[0]
-        return b.call(kl.Permute((2, 3, 1), name=lp.name), [y])
-    return b.call(kl.Reshape(tuple(target), name=lp.name), [x])
+    target = top[1:]
+    if None not in src[1:]:
+        per_sample, known = int(np.prod(src[1:])), int(np.prod([d for d in target if d != -1]))
+        if -1 in target and known and per_sample % known == 0:
+            target[target.index(-1)] = per_sample // known
+        elif -1 in target or known != per_sample:
+            raise ConfigError(f"Reshape of {tuple(src)} to {tuple(top)} does not keep the {per_sample} values of a "
+                              f"sample", file=b.file, layer=lp.name)
+    return _reshape_to(b, lp, x, tuple(target))
 
 
 @caffe_layer("Permute")
@@ -570,3 +777,9 @@ def permute(b: CaffeBuilder, lp, ins: list) -> list:
     if perm == list(range(ndim)):
         return ins
     return b.call(kl.Permute(tuple(perm[1:]), name=lp.name), [x])
+
+
+from . import (  # noqa: E402, F401 - modules registering more Caffe types
+    caffe_layers_forks,  # BN, Upsample, Interp, Axpy, ShuffleChannel, ReLU6, ConvolutionDepthwise
+    caffe_layers_ssd,  # SSD's Normalize, PriorBox and DetectionOutput
+)

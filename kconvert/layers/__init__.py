@@ -6,9 +6,11 @@ from . import (
     applications,
     attention,
     caffe_elementwise,
+    caffe_forks,
     caffe_normalization,
     caffe_pooling,
     caffe_shapes,
+    caffe_ssd,
     conv_recurrent,
     convolutional,
     core,
@@ -56,6 +58,6 @@ def serialize(layer: Layer) -> dict:
 __all__ = ["LAYERS", "Layer", "Weight", "Input", "InputLayer", "Dense", "Activation", "get_layer_class",
            "keras_dialect", "register_layer", "deserialize", "serialize",
            # the modules themselves are imported for their @register_layer side effect
-           "activation_layers", "applications", "attention", "caffe_elementwise", "caffe_normalization", "caffe_pooling", "caffe_shapes", "conv_recurrent", "convolutional", "core",
+           "activation_layers", "applications", "attention", "caffe_elementwise", "caffe_forks", "caffe_normalization", "caffe_pooling", "caffe_shapes", "caffe_ssd", "conv_recurrent", "convolutional", "core",
            "embedding", "keras3_ops", "lambda_layer", "legacy_merge", "locally_connected", "masking", "merging", "normalization", "pooling",
            "preprocessing", "recurrent", "regularization", "reshaping", "tf_op_layers", "wrappers"]

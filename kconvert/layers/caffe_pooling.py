@@ -158,3 +158,52 @@ class CaffePooling2D(Layer):
         return {**super().get_config(), "pool_size": self.pool_size, "strides": self.strides,
                 "padding": self.padding, "mode": self.mode, "rounding": self.rounding,
                 "data_format": self.data_format}
+
+
+def max_pool_mask_taps(geo: PoolGeometry, sizes, pool_size, strides, padding):
+    """The window offsets of Caffe's MAX pooling in its scan order, each with the (out_h, out_w) float32 array of
+    Caffe's flat input index `h * W + w` that offset reads at every output position (`padding`: the lo pads)."""
+    w, (sh, sw), (ph, pw) = sizes[1], strides, padding
+    rows = np.arange(geo.out[0])[:, None] * sh - ph
+    cols = np.arange(geo.out[1])[None, :] * sw - pw
+    return [((i, j), ((rows + i) * w + (cols + j)).astype(np.float32))
+            for i in range(pool_size[0]) for j in range(pool_size[1])]
+
+
+@register_layer()
+class CaffeMaxPoolingMask(CaffePooling2D):
+    """The second top of Caffe's MAX Pooling: per output position, the flat index `h * W + w` (as float) of the
+    element CaffePooling2D's max came from, padding excluded.
+
+    Caffe scans each window row by row and replaces the max only when an element is strictly greater, so the first
+    maximum wins ties; a window with no real element gives -1 (BVLC `pooling_layer.cpp`, the `mask` / `top_mask`
+    branch). Same config as CaffePooling2D, without `mode`.
+    """
+
+    registered_name = "CaffeMaxPoolingMask"  # as tf_keras records a custom class; Keras 3: kconvert_only_keras3
+
+    def __init__(self, pool_size=(2, 2), strides=None, padding=(0, 0), rounding: str = "ceil",
+                 data_format: str | None = None, **kwargs):
+        kwargs.pop("mode", None)
+        super().__init__(pool_size, strides, padding, "max", rounding, data_format, **kwargs)
+
+    def call(self, inputs):
+        channels_last = self.data_format == "channels_last"
+        x = np.moveaxis(np.asarray(inputs), -1, 1) if channels_last else np.asarray(inputs)
+        sizes = x.shape[2:]
+        geo = self.geometry(sizes)
+        xp = np.pad(x, ((0, 0), (0, 0), *geo.pads), constant_values=FLT_LOWEST)
+        best = np.full((*x.shape[:2], *geo.out), FLT_LOWEST, x.dtype)
+        mask = np.full(best.shape, -1.0, np.float32)
+        (sh, sw), (oh, ow) = self.strides, geo.out
+        for (i, j), index in max_pool_mask_taps(geo, sizes, self.pool_size, self.strides, self.padding):
+            cand = xp[:, :, i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
+            wins = cand > best
+            best = np.where(wins, cand, best)
+            mask = np.where(wins, index, mask)
+        return np.ascontiguousarray(np.moveaxis(mask, 1, -1)) if channels_last else mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("mode")
+        return config

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 FACTORIES: dict[str, Callable] = {}
-MODULES = ("caffe_elementwise_shapes", "caffe_pooling_normalization")  # the modules that register factories (imported by keras_objects when it builds them)
+MODULES = ("caffe_elementwise_shapes", "caffe_forks", "caffe_pooling_normalization", "caffe_ssd")  # the modules that register factories (imported by keras_objects when it builds them)
 
 
 def implementation(name: str) -> Callable:

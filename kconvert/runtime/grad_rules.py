@@ -1,0 +1,113 @@
+"""Registration of the local gradient rules the tape (autodiff.py) applies, and the helpers rules share.
+
+A rule is `rule(out, needs, *args, **kwargs) -> vjp` (or None: the result is a constant): `out` is the
+forward result computed by numpy's own function on the raw arrays `args`, `needs[i]` says whether positional
+argument i (or an item of it) is tracked, and `vjp(grad)` returns one gradient per positional argument (None
+where not needed; a list for a list argument). A rule returning a list of vjps makes one tracked output per
+item of a list result (np.split). A *composite* rule instead re-expresses the call with other numpy calls on
+the Vars themselves (np.hstack via np.concatenate).
+
+The rules themselves are grouped by family: grad_rules_elementwise (ufuncs), grad_rules_arrays (shape,
+indexing, joining, reductions, products), grad_rules_ops (kconvert.ops functions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from .autodiff import (
+    FUNCTION_RULES,
+    OP_RULES,
+    UFUNC_RULES,
+    AutodiffError,
+    _has_float,
+    _raw,
+    _tracked,
+    _write_out,
+    needs_of,
+    record,
+)
+
+
+def ufunc_rule(*names: str) -> Callable:
+    """Register `rule(out, needs, *inputs) -> vjp` for the numpy ufuncs `names`."""
+    def deco(rule):
+        for n in names:
+            UFUNC_RULES[n] = rule
+        return rule
+    return deco
+
+
+def _function_dispatch(rule: Callable) -> Callable:
+    def dispatch(func, args, kwargs):
+        out_arg = kwargs.pop("out", None)
+        if any(_tracked(v) for v in kwargs.values()):
+            raise AutodiffError(f"numpy.{func.__name__} with a tracked tensor passed by keyword")
+        raw, raw_kw = _raw(args), _raw(kwargs)
+        out = func(*raw, **raw_kw)
+        if not _has_float(out):
+            result = out
+        else:
+            needs = needs_of(args)
+            vjp = rule(out, needs, *raw, **raw_kw) if any(needs) else None
+            if isinstance(out, (list, tuple)):
+                vjps = vjp if vjp is not None else [None] * len(out)
+                result = type(out)(record(o, args, v) for o, v in zip(out, vjps))
+            else:
+                result = record(out, args, vjp)
+        return result if out_arg is None else _write_out(out_arg, result)
+    return dispatch
+
+
+def function_rule(*funcs: Callable) -> Callable:
+    """Register `rule(out, needs, *args, **kwargs) -> vjp` for the numpy functions `funcs`."""
+    def deco(rule):
+        dispatch = _function_dispatch(rule)
+        for f in funcs:
+            if f is not None:
+                FUNCTION_RULES[f] = dispatch
+        return rule
+    return deco
+
+
+def composite_rule(*funcs: Callable) -> Callable:
+    """Register `impl(*args, **kwargs)`, computing the numpy function with other numpy calls on the Vars."""
+    def deco(impl):
+        for f in funcs:
+            if f is not None:
+                FUNCTION_RULES[f] = lambda func, args, kwargs, impl=impl: impl(*args, **kwargs)
+        return impl
+    return deco
+
+
+def op_rule(*names: str) -> Callable:
+    """Register `rule(out, needs, *args) -> vjp` for the traceable kconvert.ops functions `names` (the args in
+    the function's parameter order, defaults applied)."""
+    def deco(rule):
+        for n in names:
+            OP_RULES[n] = rule
+        return rule
+    return deco
+
+
+def unbroadcast_to(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a broadcast gradient back to `shape`."""
+    g = np.asarray(g)
+    if g.shape == tuple(shape):
+        return g
+    while g.ndim > len(shape):
+        g = g.sum(axis=0)
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def normalize_axes(axis, ndim: int) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
+    return tuple(sorted(int(a) % ndim for a in axes)) if ndim else ()
+
+
+from . import grad_rules_arrays, grad_rules_elementwise, grad_rules_ops  # noqa: E402,F401 - fill the tables
