@@ -247,10 +247,79 @@ class Model(Layer):
                 "backend": "tensorflow"}
 
     # ------------------------------------------------------------------ training configuration
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, **kwargs) -> None:
-        """Record the training configuration (saved with the model; training arrives with the training runtime)."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, loss_weights=None, weighted_metrics=None,
+                **kwargs) -> None:
+        """Configure training as Keras does: an optimizer (name, config or object), the loss(es) (one for every
+        output, a list, or a dict by output name), metrics and loss weights likewise."""
+        from .runtime import training
+
+        self._compiled = training.compile_model(self, optimizer, loss, metrics, loss_weights, weighted_metrics,
+                                                **kwargs)
+        self.optimizer = self._compiled.optimizer
         self.compiled_config = {"optimizer": optimizer, "loss": loss, "metrics": metrics,
-                                "loss_weights": loss_weights, **kwargs}
+                                "loss_weights": loss_weights, "weighted_metrics": weighted_metrics}
+        self.stop_training = False
+
+    @property
+    def metrics_names(self) -> list[str]:
+        compiled = getattr(self, "_compiled", None)
+        return compiled.metric_names() if compiled is not None else []
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=None, validation_split=0.0,
+            validation_data=None, shuffle=True, class_weight=None, sample_weight=None, initial_epoch=0,
+            steps_per_epoch=None, validation_steps=None, validation_batch_size=None, validation_freq=1, **kwargs):
+        """Train as `keras.Model.fit` (arrays, a generator or a `kconvert.utils.Sequence`); returns the History.
+        Keras 1 names (`nb_epoch`, `samples_per_epoch`, `nb_val_samples`) work with a DeprecationWarning."""
+        from .runtime import training
+
+        for key, value in training.legacy_kwargs(kwargs, training._LEGACY_FIT).items():
+            if key == "epochs":
+                epochs = value
+            elif key == "steps_per_epoch":
+                steps_per_epoch = value
+            elif key == "validation_steps":
+                validation_steps = value
+        return training.fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split, validation_data,
+                            shuffle, class_weight, sample_weight, initial_epoch, steps_per_epoch, validation_steps,
+                            validation_batch_size, validation_freq)
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose=1, sample_weight=None, steps=None, callbacks=None,
+                 return_dict=False, **kwargs):
+        """The loss and metrics over the data, as `keras.Model.evaluate`."""
+        from .runtime import training
+
+        training.legacy_kwargs(kwargs, {})
+        return training.evaluate(self, x, y, batch_size, verbose, sample_weight, steps, callbacks, return_dict)
+
+    def train_on_batch(self, x, y=None, sample_weight=None, class_weight=None, reset_metrics=True,
+                       return_dict=False):
+        from .runtime import training
+
+        return training.train_on_batch(self, x, y, sample_weight, class_weight, reset_metrics, return_dict)
+
+    def test_on_batch(self, x, y=None, sample_weight=None, reset_metrics=True, return_dict=False):
+        from .runtime import training
+
+        return training.test_on_batch(self, x, y, sample_weight, reset_metrics, return_dict)
+
+    def fit_generator(self, generator, steps_per_epoch=None, epochs=1, **kwargs):
+        """The Keras 2 name of `fit` on a generator."""
+        return self.fit(generator, steps_per_epoch=steps_per_epoch, epochs=epochs, **kwargs)
+
+    def evaluate_generator(self, generator, steps=None, **kwargs):
+        return self.evaluate(generator, steps=steps, **kwargs)
+
+    def predict_generator(self, generator, steps=None, **kwargs):
+        from .runtime.data_adapter import unpack_x_y_sample_weight
+
+        outs = []
+        for i, batch in enumerate(generator):
+            if steps is not None and i >= steps:
+                break
+            outs.append(self.predict_on_batch(unpack_x_y_sample_weight(batch)[0]))
+        if outs and isinstance(outs[0], list):
+            return [np.concatenate(parts) for parts in zip(*outs)]
+        return np.concatenate(outs)
 
     # ------------------------------------------------------------------ saving / loading
     def save(self, filepath, overwrite: bool = True, include_optimizer: bool = True, save_format: str | None = None,
@@ -270,11 +339,19 @@ class Model(Layer):
         if fmt == "keras" or _keras3(keras_version):
             _save_keras3(self, path, archive=fmt == "keras", include_optimizer=include_optimizer)
             return
-        training_config = getattr(self, "_training_config", None) if include_optimizer else None
+        training_config, optimizer_weights = self._training_state() if include_optimizer else (None, None)
         write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
                        model_config=keras_config.model_to_config(self, legacy=True), training_config=training_config,
-                       optimizer_weights=self.optimizer_weights if include_optimizer else None,
+                       optimizer_weights=optimizer_weights,
                        keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
+
+    def _training_state(self) -> tuple[dict | None, list | None]:
+        """(training_config, optimizer_weights) to save: the compiled state, or what a loaded file carried."""
+        if getattr(self, "_compiled", None) is not None:
+            from .runtime import training_config
+
+            return training_config.training_config(self), training_config.optimizer_weights(self)
+        return getattr(self, "_training_config", None), self.optimizer_weights
 
     def save_weights(self, filepath, overwrite: bool = True, save_format: str | None = None, **kwargs) -> None:
         """Write a legacy `save_weights` HDF5 file."""
@@ -363,6 +440,17 @@ class Sequential(Model):
 
     def _all_layers(self) -> list[Layer]:
         return ([self._input_layer] if self._input_layer is not None else []) + list(self._stack)
+
+    def predict_proba(self, x, batch_size: int = 32, verbose: int = 0):
+        """Keras 1/2's Sequential.predict_proba: the predictions (probabilities from a softmax/sigmoid head)."""
+        return self.predict(x, batch_size=batch_size, verbose=verbose)
+
+    def predict_classes(self, x, batch_size: int = 32, verbose: int = 0):
+        """Keras 1/2's Sequential.predict_classes: argmax over the last axis, or `> 0.5` for one output unit."""
+        proba = self.predict(x, batch_size=batch_size, verbose=verbose)
+        if proba.shape[-1] > 1:
+            return proba.argmax(axis=-1)
+        return (proba > 0.5).astype("int32")
 
     @property
     def layers(self) -> list[Layer]:
@@ -528,6 +616,10 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
             model._training_config = h5.training_config
             model.optimizer_weights = h5.optimizer_weights
             model._source_keras_version = h5.keras_version
+            if compile and h5.training_config:
+                from .runtime.training_config import recompile
+
+                recompile(model, h5.training_config, h5.optimizer_weights, h5.keras_version, path)
         return model
     except KConvertError as e:
         raise e.with_context(file=path) from None

@@ -695,7 +695,7 @@ def value_and_grad(fn: Callable, params) -> tuple[np.ndarray, Any]:
 # ---------------------------------------------------------------------------------------------- models
 
 
-def gradients(model, inputs, loss_fn: Callable, training: bool = True) -> tuple[float, dict]:
+def gradients(model, inputs, loss_fn: Callable, training: bool = True, observe=None) -> tuple[float, dict]:
     """Run `model` (a Model or a single layer) on `inputs` in training mode and differentiate `loss_fn(outputs)`
     (a scalar; `outputs` as the model returns them) w.r.t. its trainable weights.
 
@@ -713,7 +713,7 @@ def gradients(model, inputs, loss_fn: Callable, training: bool = True) -> tuple[
             watched = [tape.watch(v) for v, _ in saved]
             for w, v in zip(weights, watched):
                 w.value = v
-            outputs = _run(model, inputs, training)
+            outputs = _run(model, inputs, training, observe)
             loss = loss_fn(outputs)
         grads = tape.gradient(loss, watched)
     finally:
@@ -751,13 +751,13 @@ def _detach_state(layer, seen: set) -> None:
                 _detach_state(item, seen)
 
 
-def _run(model, inputs, training: bool):
+def _run(model, inputs, training: bool, observe=None):
     graph = getattr(model, "_graph", None)
     if graph is None:  # a single layer
         return model(inputs, training=training) if training else model(inputs)
     model._ensure_built(inputs)
     feeds = model._standardize_inputs(inputs)
-    outs, _ = run_graph(graph, feeds, training=training)
+    outs, _ = run_graph(graph, feeds, training=training, observe=observe)
     return outs if len(outs) > 1 else outs[0]
 
 

@@ -42,8 +42,11 @@ def run_node(node: Node, values: list, masks: list, training: bool = False) -> t
 
 
 def run_graph(graph: Graph, feeds: Sequence[np.ndarray], training: bool = False,
-              masks: Sequence | None = None) -> tuple[list, list]:
-    """Evaluate `graph` on input arrays (in graph input order); returns (outputs, output masks)."""
+              masks: Sequence | None = None, observe=None) -> tuple[list, list]:
+    """Evaluate `graph` on input arrays (in graph input order); returns (outputs, output masks).
+
+    `observe(node, outputs)` is called after each layer call (the training step collects activity
+    regularization there)."""
     mask_env: dict[int, Any] = {}
     for v, m in zip(graph.inputs, masks or [None] * len(graph.inputs)):
         mask_env[id(v)] = m
@@ -52,6 +55,8 @@ def run_graph(graph: Graph, feeds: Sequence[np.ndarray], training: bool = False,
         outs, out_masks = run_node(node, values, [mask_env.get(id(v)) for v in node.inputs], training)
         for v, m in zip(node.outputs, out_masks):
             mask_env[id(v)] = m
+        if observe is not None:
+            observe(node, outs)
         return outs
 
     outputs = graph.evaluate(list(feeds), step)

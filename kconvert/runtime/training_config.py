@@ -1,0 +1,143 @@
+"""A compiled model's training state in the whole-model `.h5` file, as tf_keras writes and reads it: the
+`training_config` attribute (loss, metrics, loss weights, the optimizer's config) and the `optimizer_weights`
+group (the optimizer's variables in its own order), so that `load_model` recompiles and training resumes where it
+stopped. Files from any Keras writer are read: Keras 2 configs (legacy optimizers, `lr`), TF 2.11+
+(`Custom>Adam`), Keras 3 (`module`/`registered_name` forms).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from .. import losses as losses_mod
+from .. import metrics as metrics_mod
+from .. import optimizers as optimizers_mod
+from ..errors import KConvertError
+
+
+def _optimizer_config(optimizer) -> dict:
+    config = {"class_name": type(optimizer).__name__, "config": optimizer.get_config()}
+    if optimizer.dialect == "tf_keras":  # tf_keras 2.11+ registers its optimizers as Custom>Name
+        config["class_name"] = f"Custom>{config['class_name']}"
+    return config
+
+
+def _loss_entry(spec):
+    if spec is None or isinstance(spec, str):
+        return spec
+    return losses_mod.serialize(spec)
+
+
+def _metric_entry(metric):
+    return metrics_mod.serialize(metric)
+
+
+def training_config(model) -> dict | None:
+    """The `training_config` tf_keras would write for `model` (None when it is not compiled); a model compiled
+    from a file and not trained since writes the file's own configuration back."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        return None
+    if compiled.from_file is not None:
+        return compiled.from_file[0]
+    cfg = getattr(model, "compiled_config", None) or {}
+    loss = cfg.get("loss")
+    if isinstance(loss, dict):
+        loss = {k: _loss_entry(v) for k, v in loss.items()}
+    elif isinstance(loss, (list, tuple)):
+        loss = [_loss_entry(v) for v in loss]
+    else:
+        loss = _loss_entry(loss)
+    if compiled.metrics is not None:  # built: the resolved metric objects, per output, as tf_keras records them
+        metrics = [[_metric_entry(m) for _, m, weighted in entries if not weighted] for entries in compiled.metrics]
+        weighted = [[_metric_entry(m) for _, m, w in entries if w] for entries in compiled.metrics]
+        weighted = weighted if any(weighted) else None
+    else:  # never trained: what the user gave, as tf_keras writes it then
+        metrics, weighted = _user_metrics(cfg.get("metrics")), _user_metrics(cfg.get("weighted_metrics"))
+    return {"loss": loss, "metrics": metrics, "weighted_metrics": weighted, "loss_weights": cfg.get("loss_weights"),
+            "optimizer_config": _optimizer_config(compiled.optimizer)}
+
+
+def _user_metrics(spec):
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict):
+        return {k: _user_metrics(v) for k, v in spec.items()}
+    if isinstance(spec, (list, tuple)):
+        return [_user_metrics(v) for v in spec]
+    return _metric_entry(spec)
+
+
+def optimizer_weights(model) -> list[tuple[str, np.ndarray]] | None:
+    """(name, value) of the optimizer's variables, as `optimizer_weights` holds them (None before any step)."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is not None and compiled.from_file is not None:
+        return compiled.from_file[1]
+    if compiled is None or not getattr(compiled.optimizer, "_built", False):
+        return None
+    return [(w.name, np.asarray(w.value)) for w in compiled.optimizer.variables()]
+
+
+def _dialect(keras_version: str | None, optimizer_config: dict) -> str | None:
+    """Which Keras's optimizer rules a file's optimizer follows."""
+    name = str(optimizer_config.get("class_name", ""))
+    if name.startswith("Custom>"):
+        return "tf_keras"
+    inner = optimizer_config.get("config") or {}
+    if inner.get("is_legacy_optimizer") is False or "jit_compile" in inner:
+        return "tf_keras"
+    major = int(str(keras_version or "2").split(".")[0] or 2) if str(keras_version or "2")[0].isdigit() else 2
+    if major >= 3:
+        return "keras3"
+    return "legacy"
+
+
+def _loss_from(entry):
+    if entry is None or isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and "class_name" in entry:
+        return losses_mod.deserialize(entry)
+    if isinstance(entry, dict):
+        return {k: _loss_from(v) for k, v in entry.items()}
+    if isinstance(entry, list):
+        return [_loss_from(v) for v in entry]
+    return entry
+
+
+def _metrics_from(entry):
+    if entry is None:
+        return None
+    if isinstance(entry, dict) and "class_name" not in entry:  # by output name
+        return {k: _metrics_from(v) for k, v in entry.items()}
+    if isinstance(entry, list):
+        return [_metrics_from(v) for v in entry]
+    return metrics_mod.deserialize(entry) if isinstance(entry, dict) else entry
+
+
+def recompile(model, config: dict, saved_optimizer_weights, keras_version: str | None, file: str) -> bool:
+    """Compile `model` from a file's training_config and restore its optimizer state; a configuration kconvert
+    cannot read is a warning and the model stays uncompiled (as Keras warns for missing configs)."""
+    try:
+        opt_config = config.get("optimizer_config")
+        optimizer = optimizers_mod.deserialize(opt_config, dialect=_dialect(keras_version, opt_config)) \
+            if opt_config else "rmsprop"
+        model.compile(optimizer=optimizer, loss=_loss_from(config.get("loss")),
+                      metrics=_metrics_from(config.get("metrics")),
+                      loss_weights=config.get("loss_weights"),
+                      weighted_metrics=_metrics_from(config.get("weighted_metrics")))
+    except (KConvertError, ValueError, TypeError, KeyError) as e:
+        warnings.warn(f"{file}: the training configuration could not be restored ({e}); the model is not "
+                      "compiled", stacklevel=3)
+        return False
+    model._compiled.from_file = (config, saved_optimizer_weights)
+    if saved_optimizer_weights:
+        try:
+            opt = model._compiled.optimizer
+            opt.build(model.trainable_weights)
+            opt.set_weights([np.asarray(v) for _, v in saved_optimizer_weights])
+        except (KConvertError, ValueError, TypeError) as e:
+            warnings.warn(f"{file}: the optimizer state could not be restored ({e}); training restarts it",
+                          stacklevel=3)
+    return True
