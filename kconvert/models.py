@@ -181,6 +181,8 @@ class Model(Layer):
         runtime = runtime or self.runtime
         if runtime not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}", layer=self.name)
+        if feeds and any(getattr(la, "mixes_batch", False) for la in self.layers):
+            batch_size = max(len(feeds[0]), 1)  # its output is not per sample: run the batch whole (SSD detections)
         if runtime == "onnx":
             if self._predictor is None:
                 self._predictor = OnnxPredictor()

@@ -302,3 +302,18 @@ def test_bad_ssd_parameters_name_the_layer(old, new, message, tmp_path):
     path.write_text(text.replace(old, new))
     with pytest.raises(ConfigError, match=message):
         caffe_to_keras(path)
+
+
+def test_predict_keeps_a_detection_batch_whole():
+    """DetectionOutput's rows cover the whole batch (image ids 0..N-1): predict must not cut a batch larger than
+    its batch_size into chunks, whose image ids would each restart at 0."""
+    from kconvert.runtime import numpy_engine
+
+    model = caffe_to_keras(*_files("ssd_small"), data_format="channels_first")
+    x = np.concatenate([to_input(_io("ssd_small")["pixels_0"])] * 18)  # 36 images, more than the default 32
+    whole = numpy_engine.run_graph(model._graph, [x])[0]
+    got = model.predict(x, batch_size=8, runtime="numpy")
+    det = got[model.output_names.index("detection_out")]
+    want = whole[model.output_names.index("detection_out")]
+    assert det.shape == want.shape and np.array_equal(det, want)
+    assert det.reshape(-1, 7)[:, 0].max() == len(x) - 1

@@ -241,14 +241,14 @@ def _units_last_blocks(src: np.ndarray):
     def fill(i: int) -> tuple[int, np.ndarray]:
         a = starts[i]
         block = buffers[i % 2][:min(step, t.shape[0] - a)]
-        _copy_tiled(block, t[a:a + len(block)], threads=False)
+        _copy_tiled(block, t[a:a + len(block)])
         return a, block
 
-    pending = _pool().submit(fill, 0)
+    pending = _pool("prefetch").submit(fill, 0)
     for i in range(len(starts)):
         a, block = pending.result()
         if i + 1 < len(starts):
-            pending = _pool().submit(fill, i + 1)
+            pending = _pool("prefetch").submit(fill, i + 1)
         yield a, block
 
 
@@ -266,20 +266,22 @@ def _copy_tiled(dst: np.ndarray, t: np.ndarray, threads: bool = True) -> None:
         for u0 in starts:
             tile(u0)
         return
-    list(_pool().map(tile, starts))
+    list(_pool("tiles").map(tile, starts))
 
 
-def _pool():
-    global _POOL
-    if _POOL is None:
+def _pool(kind: str):
+    """The thread pools: 'tiles' (two threads sharing one copy) and 'prefetch' (the next block while the caller
+    writes this one); separate, so that a prefetched block's copy still gets both tile threads."""
+    if kind not in _POOLS:
         from concurrent.futures import ThreadPoolExecutor
 
-        _POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kconvert-copy")
-    return _POOL
+        _POOLS[kind] = ThreadPoolExecutor(max_workers=2 if kind == "tiles" else 1,
+                                          thread_name_prefix=f"kconvert-{kind}")
+    return _POOLS[kind]
 
 
-_THREADED_BYTES = 8 << 20
-_POOL = None
+_POOLS: dict = {}
+_THREADED_BYTES = 8 << 20  # copies smaller than this stay on the calling thread
 
 
 @caffe_layer("Deconvolution")

@@ -256,6 +256,7 @@ class DetectionOutput(Layer):
     """SSD's DetectionOutput, called on [loc, conf, priors] (see the module doc). No weights."""
 
     registered_name = "DetectionOutput"
+    mixes_batch = True  # one output for the whole batch: predict must not split the batch into chunks
 
     def __init__(self, num_classes: int = 2, share_location: bool = True, background_label_id: int = 0,
                  nms_threshold: float = 0.3, top_k: int = -1, eta: float = 1.0, code_type: str = "CORNER",
