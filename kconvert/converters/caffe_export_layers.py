@@ -210,69 +210,70 @@ def softmax(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
 # ---------------------------------------------------------------------------------------------- convolution
 
 
-@to_caffe("Conv2D")
-def conv2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+def _conv_setup(ex: CaffeExporter, layer, ins: list):
+    """(config, kernel, strides, dilation, input, pads) of a Keras 2-D convolution, its padding as Caffe's."""
     c = _cfg(layer)
     _check_2d(ex, layer, ins[0])
     kernel, strides, dilation = tuple(c["kernel_size"]), tuple(c["strides"]), tuple(c["dilation_rate"])
     x, pads = _conv_input(ex, layer, ins[0], _effective(kernel, dilation), strides, c["padding"])
+    return c, kernel, strides, dilation, x, pads
+
+
+def _convolution(ex: CaffeExporter, name: str, x, blobs, num_output: int, group: int, bias: bool, kernel,
+                 strides=(1, 1), pads=(0, 0), dilation=(1, 1)):
+    lp = ex.add("Convolution", name, [x], blobs=blobs)
+    p = lp.convolution_param
+    p.num_output, p.bias_term = int(num_output), bool(bias)
+    if group != 1:
+        p.group = int(group)
+    _conv_params(p, kernel, strides, pads, dilation)
+    return lp
+
+
+def _depthwise_blob(kernel: np.ndarray) -> np.ndarray:
+    """Keras (kh, kw, C, m) -> Caffe (C*m, 1, kh, kw): output channel c*m + j reads input channel c."""
+    kh, kw, channels, m = kernel.shape
+    return kernel.transpose(2, 3, 0, 1).reshape(channels * m, 1, kh, kw)
+
+
+@to_caffe("Conv2D")
+def conv2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
+    c, kernel, strides, dilation, x, pads = _conv_setup(ex, layer, ins)
     w = layer.weights
 
-    def blobs():
-        k = w[0].produce()  # (kh, kw, in/groups, out) -> (out, in/groups, kh, kw)
-        return [k.transpose(3, 2, 0, 1)] + ([w[1].produce()] if c["use_bias"] else [])
+    def blobs():  # (kh, kw, in/groups, out) -> (out, in/groups, kh, kw)
+        return [w[0].produce().transpose(3, 2, 0, 1)] + ([w[1].produce()] if c["use_bias"] else [])
 
-    lp = ex.add("Convolution", layer.name, [x], blobs=blobs)
-    p = lp.convolution_param
-    p.num_output = int(c["filters"])
-    p.bias_term = bool(c["use_bias"])
-    if int(c.get("groups", 1)) != 1:
-        p.group = int(c["groups"])
-    _conv_params(p, kernel, strides, pads, dilation)
+    lp = _convolution(ex, layer.name, x, blobs, c["filters"], int(c.get("groups", 1)), c["use_bias"], kernel,
+                      strides, pads, dilation)
     return [_fused_activation(ex, layer, ex.value(lp.top[0], outs[0]))]
 
 
 @to_caffe("DepthwiseConv2D")
 def depthwise_conv2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
-    """A Convolution with group = channels: output channel c*m + j reads input channel c."""
-    c = _cfg(layer)
-    _check_2d(ex, layer, ins[0])
-    kernel, strides, dilation = tuple(c["kernel_size"]), tuple(c["strides"]), tuple(c["dilation_rate"])
-    x, pads = _conv_input(ex, layer, ins[0], _effective(kernel, dilation), strides, c["padding"])
+    """A Convolution with group = channels."""
+    c, kernel, strides, dilation, x, pads = _conv_setup(ex, layer, ins)
     channels, m = x.caffe_shape[1], int(c.get("depth_multiplier", 1))
     w = layer.weights
 
     def blobs():
-        k = w[0].produce()  # (kh, kw, C, m) -> (C*m, 1, kh, kw)
-        return [k.transpose(2, 3, 0, 1).reshape(channels * m, 1, *k.shape[:2])] + \
-            ([w[1].produce()] if c["use_bias"] else [])
+        return [_depthwise_blob(w[0].produce())] + ([w[1].produce()] if c["use_bias"] else [])
 
-    lp = ex.add("Convolution", layer.name, [x], blobs=blobs)
-    p = lp.convolution_param
-    p.num_output, p.group, p.bias_term = channels * m, channels, bool(c["use_bias"])
-    _conv_params(p, kernel, strides, pads, dilation)
+    lp = _convolution(ex, layer.name, x, blobs, channels * m, channels, c["use_bias"], kernel, strides, pads,
+                      dilation)
     return [_fused_activation(ex, layer, ex.value(lp.top[0], outs[0]))]
 
 
 @to_caffe("SeparableConv2D")
 def separable_conv2d(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
     """The depthwise Convolution (no bias) then a 1x1 Convolution with the bias."""
-    c = _cfg(layer)
-    _check_2d(ex, layer, ins[0])
-    kernel, strides, dilation = tuple(c["kernel_size"]), tuple(c["strides"]), tuple(c["dilation_rate"])
-    x, pads = _conv_input(ex, layer, ins[0], _effective(kernel, dilation), strides, c["padding"])
+    c, kernel, strides, dilation, x, pads = _conv_setup(ex, layer, ins)
     channels, m = x.caffe_shape[1], int(c.get("depth_multiplier", 1))
     w = layer.weights
-    dw = ex.add("Convolution", f"{layer.name}_depthwise", [x], blobs=lambda: [
-        w[0].produce().transpose(2, 3, 0, 1).reshape(channels * m, 1, *kernel)])
-    p = dw.convolution_param
-    p.num_output, p.group, p.bias_term = channels * m, channels, False
-    _conv_params(p, kernel, strides, pads, dilation)
-    pw = ex.add("Convolution", layer.name, [dw.top[0]], blobs=lambda: [
-        w[1].produce().transpose(3, 2, 0, 1)] + ([w[2].produce()] if c["use_bias"] else []))
-    p = pw.convolution_param
-    p.num_output, p.bias_term = int(c["filters"]), bool(c["use_bias"])
-    p.kernel_size.append(1)
+    dw = _convolution(ex, f"{layer.name}_depthwise", x, lambda: [_depthwise_blob(w[0].produce())], channels * m,
+                      channels, False, kernel, strides, pads, dilation)
+    pw = _convolution(ex, layer.name, dw.top[0], lambda: [w[1].produce().transpose(3, 2, 0, 1)] + (
+        [w[2].produce()] if c["use_bias"] else []), c["filters"], 1, c["use_bias"], (1, 1))
     return [_fused_activation(ex, layer, ex.value(pw.top[0], outs[0]))]
 
 
