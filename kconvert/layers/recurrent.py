@@ -4,7 +4,8 @@ Arguments, configs and weight names follow tf_keras 2.x (`lstm/lstm_cell/kernel:
 LSTM and z, r, h for GRU). The numerics follow Keras's `backend.rnn`: the input projection of every timestep is
 one matmul, then each step adds one recurrent matmul (`kconvert.ops.recurrent`). Masked steps keep the previous
 states and repeat the previous output; `stateful` layers carry their final states into the next call until
-`reset_states()`. Dropout is a training-time operation and is ignored.
+`reset_states()`. `dropout`/`recurrent_dropout` apply in training (`call(..., training=True)`) with tf_keras's
+masks: drawn once per batch, fixed over the timesteps, per gate where tf_keras uses one per gate.
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ class Recurrent(Layer):
             mask = None if mask is None else np.swapaxes(np.asarray(mask), 0, 1)
         if mask is not None:
             self._check_mask(mask)
+        self._dp = self._dropout_masks(x) if training else None
         states = self._initial_states(x, given)
         last, outputs, states = rnn_scan(self._step, self._project(x), states, mask, self.go_backwards,
                                          self.zero_output_for_mask, self.return_sequences)
@@ -134,6 +136,10 @@ class Recurrent(Layer):
 
     def _check_mask(self, mask) -> None:
         pass
+
+    def _dropout_masks(self, x):
+        """Training-time dropout masks, one draw per call and fixed over the timesteps (None: no dropout)."""
+        return None
 
     def reset_states(self, states=None) -> None:
         """Zero the recorded states of a stateful layer (or set them to `states`)."""
@@ -260,10 +266,54 @@ class _DenseRNN(Recurrent):
     def _state_kernel(self):
         return self.recurrent_kernel.value
 
+    def _dropout_masks(self, x):
+        """tf_keras's cell masks (inverted dropout, drawn once per batch): one input mask for every gate, or with
+        `recurrent_dropout` (tf_keras then switches to implementation 1) one input and one recurrent mask per
+        gate. Returns (input masks (N, F) or None, recurrent masks (N, units) or None)."""
+        if not (self.dropout or self.recurrent_dropout):
+            return None
+        rng = np.random.default_rng(self.seed if isinstance(self.seed, int) else None)
+        per_gate = self.gates if self.recurrent_dropout and self.gates > 1 else 1
+
+        def draw(rate: float, width: int) -> list | None:
+            if not rate:
+                return None
+            keep = np.float32(1.0 - rate)
+            return [(rng.random((x.shape[0], width)) < keep).astype(self.dtype) / keep for _ in range(per_gate)]
+
+        recurrent = draw(self.recurrent_dropout, self.units)
+        if recurrent is not None and self.gates == 1:
+            recurrent = recurrent[:1]
+        return draw(self.dropout, x.shape[-1]), recurrent
+
     def _project(self, x):
-        xp = ops.matmul(x, self._input_kernel())
+        kernel = self._input_kernel()
+        masks = self._dp[0] if getattr(self, "_dp", None) else None
+        if masks is None:
+            xp = ops.matmul(x, kernel)
+        elif len(masks) == 1:
+            xp = ops.matmul(x * masks[0][:, None, :], kernel)
+        else:  # one mask per gate block of the kernel
+            u = self.units
+            xp = np.concatenate([ops.matmul(x * m[:, None, :], kernel[:, k * u:(k + 1) * u])
+                                 for k, m in enumerate(masks)], axis=-1)
         b = self._input_bias()
         return xp if b is None else xp + b
+
+    def _recurrent_masks(self):
+        return self._dp[1] if getattr(self, "_dp", None) else None
+
+    def _recurrent_product(self, h):
+        """h @ recurrent_kernel, each gate block from h times its recurrent dropout mask when training."""
+        masks = self._recurrent_masks()
+        kernel = self._state_kernel()
+        if masks is None:
+            return ops.matmul(h, kernel)
+        if len(masks) == 1:
+            return ops.matmul(h * masks[0], kernel)
+        u = self.units
+        return np.concatenate([ops.matmul(h * m, kernel[:, k * u:(k + 1) * u]) for k, m in enumerate(masks)],
+                              axis=-1)
 
     def _step_output_shape(self, input_shape):
         return (input_shape[0], self.units)
@@ -289,7 +339,7 @@ class SimpleRNN(_DenseRNN):
         super().__init__(units, activation=activation, **kwargs)
 
     def _step(self, xp, states):
-        h = self._act(xp + ops.matmul(states[0], self._state_kernel()))
+        h = self._act(xp + self._recurrent_product(states[0]))
         return h, [h]
 
     def get_config(self):
@@ -326,7 +376,7 @@ class LSTM(_DenseRNN):
         return _unit_forget_bias(self.bias_initializer, self.units) if self.unit_forget_bias else self.bias_initializer
 
     def _step(self, xp, states):
-        h, c = lstm_step(xp + ops.matmul(states[0], self._state_kernel()), states[1], self._act, self._ract)
+        h, c = lstm_step(xp + self._recurrent_product(states[0]), states[1], self._act, self._ract)
         return h, [h, c]
 
     def get_config(self):
@@ -366,7 +416,7 @@ class GRU(_DenseRNN):
 
     def _step(self, xp, states):
         h = gru_step(xp, states[0], self._state_kernel(), self._recurrent_bias(), self.reset_after,
-                     self._act, self._ract)
+                     self._act, self._ract, recurrent_masks=self._recurrent_masks())
         return h, [h]
 
     def get_config(self):

@@ -58,19 +58,30 @@ def lstm_step(z: np.ndarray, c: np.ndarray, act: Callable, recurrent_act: Callab
 
 
 def gru_step(x_proj: np.ndarray, h: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray | None,
-             reset_after: bool, act: Callable, recurrent_act: Callable) -> np.ndarray:
-    """One GRU update (gate order z, r, h); `x_proj` = x @ kernel + input bias."""
+             reset_after: bool, act: Callable, recurrent_act: Callable, recurrent_masks=None) -> np.ndarray:
+    """One GRU update (gate order z, r, h); `x_proj` = x @ kernel + input bias. `recurrent_masks` (training with
+    recurrent dropout): the three masks tf_keras's implementation 1 multiplies h by, one per gate, before its
+    products (the final mix with h uses h itself)."""
     u = h.shape[-1]
     xz, xr, xh = np.split(x_proj, 3, axis=-1)
-    if reset_after:  # one matmul: the candidate's recurrent part is reset after the product
-        inner = h @ recurrent_kernel
+    hz, hr, hh_in = (h * m for m in recurrent_masks) if recurrent_masks is not None else (h, h, h)
+    if reset_after:  # the candidate's recurrent part is reset after the product
+        if recurrent_masks is None:
+            inner = h @ recurrent_kernel
+        else:
+            inner = np.concatenate([hz @ recurrent_kernel[:, :u], hr @ recurrent_kernel[:, u:2 * u],
+                                    hh_in @ recurrent_kernel[:, 2 * u:]], axis=-1)
         if recurrent_bias is not None:
             inner = inner + recurrent_bias
         rz, rr, rh = np.split(inner, 3, axis=-1)
         z, r = recurrent_act(xz + rz), recurrent_act(xr + rr)
         hh = act(xh + r * rh)
     else:  # Keras 2's default: the reset gate scales h before its product with the candidate kernel
-        inner = h @ recurrent_kernel[:, :2 * u]
-        z, r = recurrent_act(xz + inner[..., :u]), recurrent_act(xr + inner[..., u:])
-        hh = act(xh + (r * h) @ recurrent_kernel[:, 2 * u:])
+        if recurrent_masks is None:
+            inner = h @ recurrent_kernel[:, :2 * u]
+            rz, rr = inner[..., :u], inner[..., u:]
+        else:
+            rz, rr = hz @ recurrent_kernel[:, :u], hr @ recurrent_kernel[:, u:2 * u]
+        z, r = recurrent_act(xz + rz), recurrent_act(xr + rr)
+        hh = act(xh + (r * hh_in) @ recurrent_kernel[:, 2 * u:])
     return z * h + (1 - z) * hh
