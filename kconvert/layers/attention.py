@@ -91,6 +91,13 @@ def analyze_einsum(equation: str, bias_axes: str | None, input_shape, output_sha
     return kernel, bias, out
 
 
+def _dropout(x, rate: float):
+    """Inverted dropout (training): each entry kept with probability 1 - rate and scaled by 1 / (1 - rate)."""
+    keep = np.float32(1.0 - rate)
+    mask = (np.random.default_rng().random(np.shape(x)) < keep).astype(np.float32) / keep
+    return x * mask.astype(x.dtype)
+
+
 @register_layer()
 class EinsumDense(Layer):
     """A dense layer written as an einsum: y = activation(einsum(equation, x, kernel) + bias)."""
@@ -351,7 +358,8 @@ class MultiHeadAttention(CallArgsLayer):
         scores = ops.einsum(self._dot_eq, k, q)
         fused = self._keras3 and not (self._dropout > 0 or return_attention_scores or q.ndim != 4)
         scores = self._masked_softmax(scores, attention_mask, fused).astype(q.dtype, copy=False)
-        out = ops.einsum(self._combine_eq, scores, v)
+        dropped = _dropout(scores, self._dropout) if training and self._dropout > 0 else scores
+        out = ops.einsum(self._combine_eq, dropped, v)  # the scores returned are the undropped ones, as in Keras
         if gate is not None:
             out = out * gate
         out = self._output_dense.call(out)
@@ -437,6 +445,8 @@ class _BaseDenseAttention(CallArgsLayer):
         if score_mask is not None:
             scores = scores - np.float32(1e9) * (~score_mask).astype(scores.dtype)
         weights = ops.softmax(scores, -1).astype(q.dtype, copy=False)
+        if training and self.dropout > 0:  # tf_keras drops the weights it then returns
+            weights = _dropout(weights, self.dropout)
         out = np.matmul(weights, v)
         if q_mask is not None:
             out = out * np.expand_dims(np.asarray(q_mask), -1).astype(out.dtype)
