@@ -88,3 +88,11 @@ def test_fit_with_rnn_dropout_trains(tmp_path):
     history = model.fit(x, y, batch_size=8, epochs=6, verbose=0)
     losses = history.history["loss"]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_recurrent_dropout_switches_to_implementation_1_as_tf_keras(tfk):
+    for name in ("LSTM", "GRU"):
+        ours = getattr(layers, name)(4, recurrent_dropout=0.3).get_config()
+        ref = getattr(tfk.layers, name)(4, recurrent_dropout=0.3).get_config()
+        assert ours["implementation"] == ref["implementation"] == 1
+        assert getattr(layers, name)(4, dropout=0.3).get_config()["implementation"] == 2

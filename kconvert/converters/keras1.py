@@ -21,6 +21,9 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import ConfigError, UnknownLayerError
+from ..layers.legacy_names import DATA_FORMATS as _DATA_FORMATS
+from ..layers.legacy_names import IMPLEMENTATION as _IMPLEMENTATION
+from ..layers.legacy_names import RECURRENT_RENAMES, weight_renames
 from .dialects import NORMALIZERS
 
 Rule = Callable[[str, dict], tuple[str, dict]]
@@ -53,7 +56,6 @@ def rule(*class_names: str) -> Callable[[Rule], Rule]:
 
 # ---------------------------------------------------------------------------------------------- values
 
-_DATA_FORMATS = {"th": "channels_first", "tf": "channels_last", "default": None}
 _CONSTRAINT_ARGS = {"MaxNorm": {"m": "max_value"}, "MinMaxNorm": {"low": "min_value", "high": "max_value"},
                     "NonNeg": {}, "UnitNorm": {}}
 _INITIALIZERS = {"orthogonal": {"class_name": "Orthogonal", "config": {"gain": 1.1, "seed": None}}}  # Keras 1 scale
@@ -110,9 +112,7 @@ def _padding(config: dict, layer: str | None) -> None:
 
 def _weight_args(config: dict, layer: str | None, kernel: str = "kernel") -> None:
     """init, W_/b_regularizer, W_/b_constraint, bias -> <kernel>_initializer, ..., use_bias."""
-    _rename(config, {"init": f"{kernel}_initializer", "W_regularizer": f"{kernel}_regularizer",
-                     "b_regularizer": "bias_regularizer", "W_constraint": f"{kernel}_constraint",
-                     "b_constraint": "bias_constraint", "bias": "use_bias"}, layer)
+    _rename(config, weight_renames(kernel), layer)
 
 
 def _input_shape(config: dict, dims: tuple[str, ...]) -> None:
@@ -356,15 +356,8 @@ def _prelu(cls, c):
     return cls, c
 
 
-_IMPLEMENTATION = {"cpu": 1, "mem": 1, "gpu": 2}  # Keras 2 maps cpu -> 0, which tf.keras runs as 1
-
-
 def _recurrent_args(c: dict, name: str | None) -> None:
-    _rename(c, {"output_dim": "units", "init": "kernel_initializer", "inner_init": "recurrent_initializer",
-                "inner_activation": "recurrent_activation", "W_regularizer": "kernel_regularizer",
-                "U_regularizer": "recurrent_regularizer", "b_regularizer": "bias_regularizer",
-                "W_constraint": "kernel_constraint", "U_constraint": "recurrent_constraint",
-                "b_constraint": "bias_constraint", "dropout_W": "dropout", "dropout_U": "recurrent_dropout"}, name)
+    _rename(c, RECURRENT_RENAMES, name)
     if "consume_less" in c:
         c["implementation"] = _IMPLEMENTATION.get(c.pop("consume_less"), 1)
     if "forget_bias_init" in c:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import inspect
 import itertools
 import re
@@ -255,6 +256,32 @@ def _batchless(shape):
 
 # ---------------------------------------------------------------------------------------------- Layer
 
+_CONSTRUCTING: contextvars.ContextVar[int | None] = contextvars.ContextVar("constructing", default=None)
+
+
+def _legacy_names_init(init: Callable) -> Callable:
+    """Wrap a layer class's `__init__`: the outermost call renames Keras 1 keywords for the built class."""
+    from . import legacy_names
+
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    positional = [p.name for p in inspect.signature(init).parameters.values() if p.kind in kinds][1:]
+
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        if _CONSTRUCTING.get() == id(self):
+            return init(self, *args, **kwargs)
+        table = legacy_names.table_for(type(self))
+        if table is not None:
+            args, kwargs = legacy_names.convert(table, args, kwargs, positional)
+        token = _CONSTRUCTING.set(id(self))
+        try:
+            return init(self, *args, **kwargs)
+        finally:
+            _CONSTRUCTING.reset(token)
+
+    return wrapper
+
+
 _BASE_KWARGS = {"name", "trainable", "dtype", "input_shape", "batch_input_shape", "batch_size", "input_dim",
                 "weights", "autocast", "dynamic", "input_dtype"}
 
@@ -267,6 +294,13 @@ class Layer:
     """
 
     supports_masking = False
+
+    def __init_subclass__(cls, **kwargs):
+        """Constructors of kconvert's layers accept Keras 1 keyword names (`Dense(output_dim=, init=)`), renamed
+        with a DeprecationWarning once per construction (`legacy_names`)."""
+        super().__init_subclass__(**kwargs)
+        if "__init__" in cls.__dict__ and cls.__module__.startswith("kconvert.layers"):
+            cls.__init__ = _legacy_names_init(cls.__init__)
 
     def __init__(self, name: str | None = None, trainable: bool = True, dtype: Any = None, **kwargs):
         unknown = set(kwargs) - _BASE_KWARGS

@@ -370,7 +370,8 @@ class LSTM(_DenseRNN):
                  implementation: int = 2, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
-        self.implementation = implementation
+        # tf_keras: "RNN `implementation=2` is not supported when `recurrent_dropout` is set. Using 1."
+        self.implementation = 1 if self.recurrent_dropout else implementation
 
     def _bias_initializer(self):
         return _unit_forget_bias(self.bias_initializer, self.units) if self.unit_forget_bias else self.bias_initializer
@@ -395,7 +396,8 @@ class GRU(_DenseRNN):
     def __init__(self, units, activation="tanh", recurrent_activation="sigmoid", implementation: int = 2,
                  reset_after: bool = True, **kwargs):
         super().__init__(units, activation=activation, recurrent_activation=recurrent_activation, **kwargs)
-        self.implementation = implementation
+        # tf_keras: "RNN `implementation=2` is not supported when `recurrent_dropout` is set. Using 1."
+        self.implementation = 1 if self.recurrent_dropout else implementation
         self.reset_after = bool(reset_after)
 
     @classmethod
