@@ -599,7 +599,7 @@ def load_model(filepath, custom_objects: dict | None = None, compile: bool = Tru
             raise FormatError("this is a weights-only file (save_weights); build the model and call "
                               "model.load_weights() on it", file=path)
         if kind == "keras_zip":
-            return _load_keras_archive(path, custom_objects, safe_mode)
+            return _load_keras_archive(path, custom_objects, safe_mode, compile)
         if kind != "keras_h5_model":
             raise FormatError(f"kconvert cannot load a model from this file yet (detected '{kind}')", file=path)
         h5 = read_keras_h5(path)
@@ -633,14 +633,20 @@ def _keras3(keras_version) -> bool:
 
 def _save_keras3(model: Model, path: str, archive: bool, include_optimizer: bool) -> None:
     """A `.keras` archive, or Keras 3's legacy `.h5`, of `model` (layers Keras 3 lacks rewritten natively)."""
+    from .formats.keras3_weights import StateGroup
     from .formats.keras_h5 import write_keras_h5
     from .formats.keras_zip import KERAS3_VERSION, write_keras_zip
+    from .runtime import training_config
 
     ready = keras3_config.prepare_for_keras3(model)
     if archive:
         config = keras3_config.model_to_keras3_config(ready)
         optimizer = getattr(model, "_keras3_optimizer_state", None)
-        if not include_optimizer or optimizer is None or "compile_config" not in config:
+        compiled = training_config.keras3_compiled_state(model) if include_optimizer else None
+        if compiled is not None and "compile_config" in config:  # compiled in kconvert: its own state
+            config["compile_config"], state = compiled
+            optimizer = None if state is None else StateGroup(vars=state[1], name=state[0], has_vars=True)
+        elif not include_optimizer or optimizer is None or "compile_config" not in config:
             optimizer = None
             if "compile_config" in config:
                 config["compile_config"] = {}
@@ -672,7 +678,7 @@ def _load_keras3_weights(model: Model, path: str, kind: str) -> None:
         model._keras3_optimizer_state = tree.children["optimizer"]
 
 
-def _load_keras_archive(path: str, custom_objects: dict | None, safe_mode: bool) -> Layer:
+def _load_keras_archive(path: str, custom_objects: dict | None, safe_mode: bool, compile: bool = True) -> Layer:
     from .formats.keras_zip import read_keras_zip
 
     archive = read_keras_zip(path)
@@ -683,6 +689,11 @@ def _load_keras_archive(path: str, custom_objects: dict | None, safe_mode: bool)
         if "optimizer" in archive.weights.children:
             model._keras3_optimizer_state = archive.weights.children["optimizer"]
     model._source_keras_version = archive.keras_version
+    compile_config = getattr(model, "_keras3_compile_config", None)
+    if compile and compile_config and isinstance(model, Model):
+        from .runtime.training_config import recompile_keras3
+
+        recompile_keras3(model, compile_config, getattr(model, "_keras3_optimizer_state", None), path)
     return model
 
 

@@ -96,3 +96,4 @@ def test_recurrent_dropout_switches_to_implementation_1_as_tf_keras(tfk):
         ref = getattr(tfk.layers, name)(4, recurrent_dropout=0.3).get_config()
         assert ours["implementation"] == ref["implementation"] == 1
         assert getattr(layers, name)(4, dropout=0.3).get_config()["implementation"] == 2
+

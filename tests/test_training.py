@@ -283,3 +283,21 @@ def test_compiled_but_untrained_model_saves_its_configuration(tfk, tmp_path):
     x = np.random.default_rng(10).standard_normal((6, 9, 7, 3)).astype(np.float32)
     y = np.eye(5, dtype=np.float32)[[0, 1, 2, 3, 4, 0]]
     assert again.evaluate(x, y, verbose=0, return_dict=True).keys() == {"loss", "cat_acc", "mse"}
+
+
+def test_keras3_batch_normalization_moves_the_uncorrected_variance():
+    """Keras 3 has no fused kernel: after a training call on a 4-D batch the moving variance moves towards the
+    biased batch variance, where tf_keras's fused kernel uses n / (n - 1) (tests/test_autodiff_layers.py)."""
+    import keras
+
+    from kconvert.layers.base import keras_dialect
+
+    x = np.random.default_rng(4).standard_normal((3, 5, 4, 6)).astype(np.float32)
+    ref = keras.layers.BatchNormalization(momentum=0.5)
+    ref(x, training=True)
+    with keras_dialect(3):
+        ours = kconvert.layers.BatchNormalization(momentum=0.5)
+    ours.build(x.shape)
+    ours.call(x, training=True)
+    assert_close(ours.moving_variance.value, np.asarray(ref.moving_variance))
+    assert_close(ours.moving_mean.value, np.asarray(ref.moving_mean))

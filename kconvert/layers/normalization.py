@@ -93,8 +93,8 @@ class BatchNormalization(Layer):
         axes = [self.axis] if isinstance(self.axis, int) else list(self.axis)
         can_fuse = (not self.renorm and len(axes) == 1 and axes[0] in (-4, -3, -1, 1, 3, 4)
                     and virtual_batch_size is None and adjustment is None)
-        if self.synchronized or (fused is None and not can_fuse):
-            fused = False
+        if self.synchronized or (fused is None and not can_fuse) or self._keras_major >= 3:
+            fused = False  # Keras 3 has no fused kernel: its moving variance takes the uncorrected batch variance
         self._fused = fused
 
     def build(self, input_shape):

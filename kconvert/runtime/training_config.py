@@ -2,7 +2,9 @@
 `training_config` attribute (loss, metrics, loss weights, the optimizer's config) and the `optimizer_weights`
 group (the optimizer's variables in its own order), so that `load_model` recompiles and training resumes where it
 stopped. Files from any Keras writer are read: Keras 2 configs (legacy optimizers, `lr`), TF 2.11+
-(`Custom>Adam`), Keras 3 (`module`/`registered_name` forms).
+(`Custom>Adam`), Keras 3 (`module`/`registered_name` forms). Keras 3's `.keras` archives carry the same state as
+`compile_config` plus the optimizer's variables under `optimizer/vars`: `recompile_keras3` reads it and
+`keras3_compiled_state` produces it for kconvert's `.keras` writer.
 """
 
 from __future__ import annotations
@@ -141,3 +143,82 @@ def recompile(model, config: dict, saved_optimizer_weights, keras_version: str |
             warnings.warn(f"{file}: the optimizer state could not be restored ({e}); training restarts it",
                           stacklevel=3)
     return True
+
+
+# ---------------------------------------------------------------------------------------------- Keras 3 archives
+
+
+def _keras3_entry(entry, serialize):
+    """A loss/metric spec as Keras 3's `compile_config` holds it: names as given, functions by name, objects
+    serialized with Keras 3's config keys (no tf_keras `fn`; reduction "auto" is Keras 3's "sum_over_batch_size")."""
+    if entry is None or isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        return {k: _keras3_entry(v, serialize) for k, v in entry.items()}
+    if isinstance(entry, (list, tuple)):
+        return [_keras3_entry(v, serialize) for v in entry]
+    out = serialize(entry)
+    if out.get("class_name") == "function":
+        return out["config"]
+    config = {k: v for k, v in out["config"].items() if k != "fn"}
+    if config.get("reduction") == "auto":
+        config["reduction"] = "sum_over_batch_size"
+    return {**out, "config": config}
+
+
+def _keras3_twin(optimizer):
+    """The optimizer as a Keras 3 one (same hyperparameters, state and update rules), or None for the legacy
+    (Keras 2) optimizers, whose rules (`decay`, epsilon placement, Nadam's schedule) Keras 3 does not have."""
+    if optimizer.dialect == "keras3":
+        return optimizer
+    if optimizer.dialect == "legacy":
+        return None
+    config = {k: v for k, v in optimizer.get_config().items() if k not in ("jit_compile", "is_legacy_optimizer")}
+    if not config.get("use_ema"):
+        config["ema_overwrite_frequency"] = None  # tf_keras's RMSprop defaults it to 100, Keras 3 to None
+    twin = type(optimizer).from_config(config, dialect="keras3")
+    if optimizer._built:
+        twin.build(optimizer._weights)
+        twin.iterations = optimizer.iterations
+        twin._slots = {key: [v.copy() for v in optimizer._slots[key]] for key in twin._slots}
+        twin._extra = {key: np.array(v) for key, v in optimizer._extra.items()}
+    return twin
+
+
+def keras3_compiled_state(model) -> tuple[dict, tuple[str, list[np.ndarray]] | None] | None:
+    """(compile_config, (optimizer name, its variables in Keras 3's `optimizer/vars` order) or None) that Keras 3
+    writes into a `.keras` archive for `model`'s compiled state; None when there is none to write, or when the
+    model was compiled from a Keras 3 archive and not trained since (the archive's own state is written back)."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        return None
+    if compiled.from_file is not None and getattr(model, "_keras3_compile_config", None) is not None:
+        return None
+    twin = _keras3_twin(compiled.optimizer)
+    if twin is None:
+        warnings.warn(f"model {model.name}: its optimizer follows the legacy Keras 2 rules, which Keras 3 does not "
+                      "have; the .keras archive is written without the training configuration", stacklevel=4)
+        return None
+    cfg = getattr(model, "compiled_config", None) or {}
+    compile_config = {"optimizer": optimizers_mod.serialize(twin),
+                      "loss": _keras3_entry(cfg.get("loss"), losses_mod.serialize),
+                      "loss_weights": cfg.get("loss_weights"),
+                      "metrics": _keras3_entry(cfg.get("metrics"), metrics_mod.serialize),
+                      "weighted_metrics": _keras3_entry(cfg.get("weighted_metrics"), metrics_mod.serialize),
+                      "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+    state = None
+    if twin._built:
+        state = (twin.name, [np.asarray(w.value) for w in twin.variables()])
+    return compile_config, state
+
+
+def recompile_keras3(model, compile_config: dict, optimizer_state, file: str) -> bool:
+    """Compile `model` from a Keras 3 archive's `compile_config` and restore the optimizer variables saved in the
+    archive's weights (`optimizer/vars/<i>`, in Keras 3's order)."""
+    config = {"loss": compile_config.get("loss"), "metrics": compile_config.get("metrics"),
+              "weighted_metrics": compile_config.get("weighted_metrics"),
+              "loss_weights": compile_config.get("loss_weights"), "optimizer_config": compile_config.get("optimizer")}
+    saved = None
+    if optimizer_state is not None and optimizer_state.vars:
+        saved = [(f"optimizer/vars/{i}", v) for i, v in enumerate(optimizer_state.vars)]
+    return recompile(model, config, saved, "3", file)
