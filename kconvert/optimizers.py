@@ -336,8 +336,10 @@ class Optimizer:
         if self.dialect == "legacy":
             head = [Weight(f"{self.name}/iter:0", np.asarray(self.iterations, np.int64), trainable=False)]
         elif self.dialect == "keras3":
-            head = [Weight(f"{self.name}/iteration", np.asarray(self.iterations, np.int64), trainable=False),
-                    Weight(f"{self.name}/learning_rate", np.asarray(self.learning_rate, np.float32), trainable=False)]
+            head = [Weight(f"{self.name}/iteration", np.asarray(self.iterations, np.int64), trainable=False)]
+            if not self._keras3_schedule():  # Keras 3 keeps no learning_rate variable for a schedule
+                head.append(Weight(f"{self.name}/learning_rate", np.asarray(self.learning_rate, np.float32),
+                                   trainable=False))
         else:
             head = [Weight("iteration:0", np.asarray(self.iterations, np.int64), trainable=False)]
         extras = [(Weight(n, self._extra[k], trainable=False), pos) for n, k, pos in self._extra_variables()]
@@ -345,6 +347,9 @@ class Optimizer:
         slots = [Weight(self._slot_name(key, self._weights[i]), self._slots[key][i], trainable=False)
                  for key, i in self._slot_order()]
         return head + slots + [w for w, pos in extras if pos == -1]
+
+    def _keras3_schedule(self) -> bool:
+        return isinstance(getattr(self, "_learning_rate", None), LearningRateSchedule)
 
     def get_weights(self) -> list[np.ndarray]:
         return [w.value for w in self.variables()]
@@ -362,7 +367,7 @@ class Optimizer:
                 raise ConfigError(f"optimizer {self.name}: state '{w.name}' has shape {w.shape}, got {np.shape(v)}")
         values = [np.asarray(v) for v in values]
         self.iterations = int(values[0])
-        pos = 1 + (self.dialect == "keras3")
+        pos = 1 + (self.dialect == "keras3" and not self._keras3_schedule())
         extras = self._extra_variables()
         for _, key, where in extras:
             if where == 0:

@@ -285,3 +285,25 @@ def test_minimize_differentiates_a_numpy_loss(tfk):
         opt.minimize(lambda k: np.mean(np.square(x @ k - y)), [kernel])
         ref_opt.minimize(lambda: tf.reduce_mean(tf.square(x @ ref_kernel - y)), [ref_kernel])
     assert_close(kernel.value - k0, ref_kernel.numpy() - k0)
+
+
+def test_keras3_dialect_has_no_learning_rate_variable_under_a_schedule():
+    """Keras 3 keeps `learning_rate` as a variable only for a constant rate; with a schedule its state is
+    [iteration, slots...]: the same list restores into kconvert's optimizer."""
+    import keras
+
+    from kconvert import optimizers
+    from kconvert.layers.base import Weight
+
+    grad = np.full((3, 2), 0.5, np.float32)
+    ref = keras.optimizers.Adam(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5))
+    var = keras.Variable(np.ones((3, 2), "float32"))
+    ref.apply_gradients([(grad, var)])
+    ours = optimizers.Adam(optimizers.ExponentialDecay(0.1, 10, 0.5), dialect="keras3")
+    weight = Weight("dense/kernel", np.ones((3, 2), np.float32))
+    ours.apply_gradients([(grad, weight)])
+    assert len(ours.variables()) == len(ref.variables) == 3
+    ours.set_weights([np.asarray(v) for v in ref.variables])
+    ref.apply_gradients([(grad, var)])
+    ours.apply_gradients([(grad, weight)])
+    assert np.allclose(weight.value, np.asarray(var), atol=1e-6)
