@@ -137,11 +137,10 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups):
         win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
         m = int(np.prod(win.shape[: 1 + n_sp]))
         if groups == 1:
-            yb = win.reshape(m, kprod * cin_g) @ kmat
+            np.matmul(win.reshape(m, kprod * cin_g), kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
         else:
             cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
-            yb = np.matmul(cols, kmat).transpose(1, 0, 2).reshape(m, cout)
-        y[b] = yb.reshape(y[b].shape)
+            y[b] = np.matmul(cols, kmat).transpose(1, 0, 2).reshape(y[b].shape)
     return y
 
 
@@ -158,8 +157,11 @@ class Conv(Op):
         return _from_last(y, channels_last)
 
     @staticmethod
-    def backward(grad, inputs, output, strides=None, pads=None, dilations=None, groups=1, channels_last=True):
+    def backward(grad, inputs, output, strides=None, pads=None, dilations=None, groups=1, channels_last=True,
+                 needs=None):
+        """(d x, d kernel); `needs` (one flag per input) skips a gradient nobody asked for (None for it)."""
         x, kernel = inputs
+        need_x, need_k = needs if needs is not None else (True, True)
         n_sp = kernel.ndim - 2
         strides, pads, dilations = _norm(n_sp, strides, pads, dilations)
         groups = int(groups)
@@ -178,41 +180,53 @@ class Conv(Op):
             kd = kernel.reshape(kprod, groups, cout_g)
             g3 = gl.reshape(*gl.shape[:-1], groups, cout_g)
             g_flat = g3.reshape(-1, groups, cout_g)
-            gk = np.empty((kprod, groups, cout_g), dtype=dtype)
-            gxp = np.zeros(xp.shape, dtype=dtype)
+            gk = np.empty((kprod, groups, cout_g), dtype=dtype) if need_k else None
+            gxp = np.zeros(xp.shape, dtype=dtype) if need_x else None
             for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-                gk[j] = np.einsum("nc,ncm->cm", xp[sl].reshape(-1, groups), g_flat)
-                gxp[sl] += g3[..., 0] * kd[j, :, 0] if cout_g == 1 else np.einsum("...cm,cm->...c", g3, kd[j])
-            return _from_last(gxp[crop], channels_last), gk.reshape(kernel.shape)
+                if need_k:
+                    gk[j] = np.einsum("nc,ncm->cm", xp[sl].reshape(-1, groups), g_flat)
+                if need_x:
+                    gxp[sl] += g3[..., 0] * kd[j, :, 0] if cout_g == 1 else np.einsum("...cm,cm->...c", g3, kd[j])
+            return (_from_last(gxp[crop], channels_last) if need_x else None,
+                    gk.reshape(kernel.shape) if need_k else None)
         gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype)
         if groups == 1:
             kt = kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1)  # (kprod, cout, cin)
         else:
             kt = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(0, 2, 3, 1)[:, :, None]  # (kprod,g,1,cout_g,cin_g)
         n = xl.shape[0]
-        gx = np.empty(xl.shape, dtype=dtype)
+        gx = np.empty(xl.shape, dtype=dtype) if need_x else None
         per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
         for b in _chunks(n, per_sample):
-            win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
-            lead = win.shape[: 1 + n_sp]
+            lead = (xl[b].shape[0], *out_sizes)
             m = int(np.prod(lead))
             if groups == 1:
                 g2 = gl[b].reshape(m, cout)
-                gk[0] += win.reshape(m, kprod * cin_g).T @ g2
-                gcols = np.matmul(g2, kt)  # (kprod, m, cin)
+                if need_k:
+                    win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
+                    gk[0] += win.reshape(m, kprod * cin_g).T @ g2
+                if need_x:
+                    gcols = np.matmul(g2, kt)  # (kprod, m, cin): contiguous per tap, for col2im
             else:
                 gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)
-                cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
-                gk += np.matmul(cols.transpose(0, 2, 1), gg)
-                gcols = np.matmul(gg[:, None], kt[:, :, 0, None]).reshape(kprod, groups, m, cin_g)
-                gcols = gcols.transpose(0, 2, 1, 3)  # (kprod, m, g, cin_g)
-            gxp = _col2im(gcols.reshape(kprod, *lead, -1), ksize, strides, dilations, padded)
-            gx[b] = gxp[crop]
-        if groups == 1:
+                if need_k:
+                    win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
+                    cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m,
+                                                                                              kprod * cin_g)
+                    gk += np.matmul(cols.transpose(0, 2, 1), gg)
+                if need_x:
+                    gcols = np.matmul(gg[:, None], kt[:, :, 0, None]).reshape(kprod, groups, m, cin_g)
+                    gcols = gcols.transpose(0, 2, 1, 3)  # (kprod, m, g, cin_g)
+            if need_x:
+                gxp = _col2im(gcols.reshape(kprod, *lead, -1), ksize, strides, dilations, padded)
+                gx[b] = gxp[crop]
+        if not need_k:
+            gk = None
+        elif groups == 1:
             gk = gk[0].reshape(kernel.shape)
         else:
             gk = gk.reshape(groups, kprod, cin_g, cout_g).transpose(1, 2, 0, 3).reshape(kernel.shape)
-        return _from_last(gx, channels_last), gk
+        return (_from_last(gx, channels_last) if need_x else None), gk
 
     @staticmethod
     def to_onnx(builder, inputs, strides=None, pads=None, dilations=None, groups=1, channels_last=True,

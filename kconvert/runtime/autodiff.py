@@ -358,7 +358,7 @@ def record(out, args: Sequence, vjp: Callable | None):
         return out
     out = _asarray(out)
     parents, layout = _slots(args)
-    if vjp is None or all(p is None for p in parents):
+    if vjp is None or not any(parents):  # nodes are truthy
         return Var(out)
     return Var(out, _Node(parents, vjp, layout, out.shape, out.dtype))
 
@@ -445,14 +445,20 @@ def _function(func, args: tuple, kwargs: dict):
     return rule(func, args, kwargs)
 
 
-_SIGNATURES: dict[Callable, inspect.Signature] = {}
+_SIGNATURES: dict[Callable, tuple[inspect.Signature, int]] = {}
+_PLAIN = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _bound(fn: Callable, args: tuple, kwargs: dict) -> list:
     """`fn`'s arguments in parameter order (defaults applied)."""
-    sig = _SIGNATURES.get(fn)
-    if sig is None:
-        sig = _SIGNATURES[fn] = inspect.signature(fn)
+    entry = _SIGNATURES.get(fn)
+    if entry is None:
+        sig = inspect.signature(fn)
+        plain = all(p.kind in _PLAIN for p in sig.parameters.values())
+        entry = _SIGNATURES[fn] = (sig, len(sig.parameters) if plain else -1)
+    sig, n_plain = entry
+    if not kwargs and len(args) == n_plain:  # every parameter given by position: binding is the identity
+        return list(args)
     b = sig.bind(*args, **kwargs)
     b.apply_defaults()
     return list(b.arguments.values())
@@ -474,7 +480,9 @@ def _op_call(name: str, fn: Callable, args: tuple, kwargs: dict):
 
 def op_backward_rule(op, fn: Callable) -> Callable:
     """A rule from an `Op` class: `fn`'s leading parameters not named in `op.backward` are its inputs."""
-    attrs = [p for p in inspect.signature(op.backward).parameters if p not in ("grad", "inputs", "output")]
+    backward_params = inspect.signature(op.backward).parameters
+    attrs = [p for p in backward_params if p not in ("grad", "inputs", "output", "needs")]
+    wants_needs = "needs" in backward_params  # skips the gradients of inputs that lead to no watched value
     params = list(inspect.signature(fn).parameters)
     n_in = len([p for p in params if p not in attrs])
     if params[n_in:] != [p for p in params if p in attrs]:
@@ -482,9 +490,10 @@ def op_backward_rule(op, fn: Callable) -> Callable:
 
     def rule(out, needs, *values):
         inputs, named = values[:n_in], dict(zip(params[n_in:], values[n_in:]))
+        extra = {"needs": tuple(needs[:n_in])} if wants_needs else {}
 
         def vjp(g):
-            return tuple(op.backward(g, tuple(inputs), out, **named)) + (None,) * len(named)
+            return tuple(op.backward(g, tuple(inputs), out, **named, **extra)) + (None,) * len(named)
         return vjp
     return rule
 
@@ -494,7 +503,7 @@ def op_backward_rule(op, fn: Callable) -> Callable:
 
 def _raw_key(key):
     if type(key) is tuple:
-        return tuple(_raw(k) for k in key)
+        return tuple([_raw(k) for k in key])
     return _raw(key)
 
 

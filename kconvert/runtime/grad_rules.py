@@ -92,6 +92,27 @@ def op_rule(*names: str) -> Callable:
     return deco
 
 
+_UINT = {4: np.uint32, 8: np.uint64}
+
+
+def masked(mask, g, keep: bool = True) -> np.ndarray:
+    """`np.where(mask, g, 0)` (or `np.where(mask, 0, g)` with keep=False), bit for bit, as a branch-free AND of
+    the float's bits: np.where's loop is ~20x slower on a random mask (ReLU's). Falls back to np.where unless
+    `g` is a float32/float64 array at least as large as the mask."""
+    g = np.asarray(g)
+    mask = np.asarray(mask)
+    if g.dtype.kind != "f" or g.dtype.itemsize not in _UINT or np.broadcast_shapes(mask.shape, g.shape) != g.shape:
+        return np.where(mask, g, 0) if keep else np.where(mask, 0, g)
+    ut = _UINT[g.dtype.itemsize]
+    bits = np.broadcast_to(mask, g.shape).astype(ut)  # 1 where mask
+    if keep:
+        np.negative(bits, out=bits)  # all ones where mask, zeros elsewhere
+    else:
+        np.subtract(bits, 1, out=bits)  # zeros where mask, all ones elsewhere
+    np.bitwise_and(bits, g.view(ut), out=bits)
+    return bits.view(g.dtype)
+
+
 def unbroadcast_to(g: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum a broadcast gradient back to `shape`."""
     g = np.asarray(g)

@@ -9,7 +9,7 @@ import string
 import numpy as np
 
 from .autodiff import AutodiffError
-from .grad_rules import composite_rule, function_rule, normalize_axes, unbroadcast_to
+from .grad_rules import composite_rule, function_rule, masked, normalize_axes, unbroadcast_to
 
 _NV = np._NoValue
 
@@ -159,18 +159,22 @@ def _split_points(size: int, sections, even: bool) -> list[int]:
     return [int(v) for v in np.cumsum(sizes)[:-1]]
 
 
-def _split_impl(even: bool):
-    def impl(ary, indices_or_sections, axis=0):
-        ax = int(axis) % ary.ndim
-        points = [0, *_split_points(ary.shape[ax], indices_or_sections, even), ary.shape[ax]]
-        lead = (slice(None),) * ax
-        return [ary[lead + (slice(min(lo, ary.shape[ax]), min(max(hi, lo), ary.shape[ax])),)]
-                for lo, hi in zip(points[:-1], points[1:])]
-    return impl
+@function_rule(np.split, np.array_split)
+def _split(out, needs, ary, indices_or_sections, axis=0):
+    """numpy splits in one call; piece i (numpy's `ary[p_i:p_i+1]` along the axis, its own tracked output) sends
+    its gradient into that slice of a zero array."""
+    shape, dtype = np.shape(ary), np.asarray(ary).dtype
+    ax = int(axis) % len(shape)
+    points = [0, *_split_points(shape[ax], indices_or_sections, False), shape[ax]]
+    rest = (None,) * (len(needs) - 1)
 
-
-composite_rule(np.split)(_split_impl(True))
-composite_rule(np.array_split)(_split_impl(False))
+    def piece_vjp(lo, hi):
+        def vjp(g):
+            full = np.zeros(shape, dtype)
+            full[(slice(None),) * ax + (slice(lo, hi),)] = g
+            return (full, *rest)
+        return vjp
+    return [piece_vjp(lo, hi) for lo, hi in zip(points[:-1], points[1:])]
 
 
 @composite_rule(np.hsplit)
@@ -221,8 +225,8 @@ def _take_along_axis(out, needs, arr, indices, axis=-1):
 @function_rule(np.where)
 def _where(out, needs, condition, x=None, y=None):
     cond = np.asarray(condition).astype(bool)
-    return lambda g: (None, unbroadcast_to(np.where(cond, g, 0), np.shape(x)) if needs[1] else None,
-                      unbroadcast_to(np.where(cond, 0, g), np.shape(y)) if needs[2] else None)
+    return lambda g: (None, unbroadcast_to(masked(cond, g), np.shape(x)) if needs[1] else None,
+                      unbroadcast_to(masked(cond, g, keep=False), np.shape(y)) if needs[2] else None)
 
 
 @function_rule(np.clip)
@@ -238,7 +242,7 @@ def _clip(out, needs, a, a_min=_NV, a_max=_NV, **kwargs):
             inside &= np.greater_equal(a, lo)
         if hi is not _NV and hi is not None:
             inside &= np.less_equal(a, hi)
-        return (np.where(inside, g, 0).astype(g.dtype, copy=False),) + (None,) * (len(needs) - 1)
+        return (masked(inside, g).astype(g.dtype, copy=False),) + (None,) * (len(needs) - 1)
     return vjp
 
 

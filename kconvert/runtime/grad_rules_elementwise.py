@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from .grad_rules import ufunc_rule, unbroadcast_to
+from .grad_rules import masked, ufunc_rule, unbroadcast_to
 
 
 def _shape(v) -> tuple:
@@ -121,11 +121,11 @@ def _select(first_wins):
         def vjp(g):
             if needs[0] and needs[1]:
                 mask_a = first_wins(a, b, True)
-                return (unbroadcast_to(np.where(mask_a, g, 0), _shape(a)),
-                        unbroadcast_to(np.where(mask_a, 0, g), _shape(b)))
+                return (unbroadcast_to(masked(mask_a, g), _shape(a)),
+                        unbroadcast_to(masked(mask_a, g, keep=False), _shape(b)))
             if needs[0]:
-                return unbroadcast_to(np.where(first_wins(a, b, False), g, 0), _shape(a)), None
-            return None, unbroadcast_to(np.where(first_wins(b, a, False), g, 0), _shape(b))
+                return unbroadcast_to(masked(first_wins(a, b, False), g), _shape(a)), None
+            return None, unbroadcast_to(masked(first_wins(b, a, False), g), _shape(b))
         return vjp
     return rule
 
@@ -154,7 +154,7 @@ def _clip_ufunc(out, needs, x, lo, hi):
             inside &= np.greater_equal(x, lo)
         if hi is not None:
             inside &= np.less_equal(x, hi)
-        return unbroadcast_to(np.where(inside, g, 0), _shape(x)), None, None
+        return unbroadcast_to(masked(inside, g), _shape(x)), None, None
     return vjp
 
 

@@ -10,7 +10,9 @@ metric objects accumulate across the epoch. Names in the logs follow tf_keras: `
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import os
 import warnings
 from typing import Any
 
@@ -207,6 +209,25 @@ def _constrain(model) -> None:
                 w.value = np.asarray(fn(w.value), dtype=w.dtype)
 
 
+_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+_threadpools = None
+
+
+def _step_threads():
+    """The BLAS thread count a train step runs with: one, unless the user chose a count in the usual environment
+    variables (OMP_NUM_THREADS, ...). A step's products are small (a batch of 32-128 rows): on the 2-core target,
+    two threads were no faster than one for any model of benchmarks/training_speed.py when the machine was idle,
+    and 3-8x slower when other processes kept a core busy (a BLAS thread waiting for it)."""
+    global _threadpools
+    if any(os.environ.get(v) for v in _BLAS_ENV):
+        return contextlib.nullcontext()
+    if _threadpools is None:
+        from threadpoolctl import ThreadpoolController
+
+        _threadpools = ThreadpoolController()
+    return _threadpools.limit(limits=1, user_api="blas")
+
+
 def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     """One optimizer step on one batch; returns the running logs."""
     compiled.from_file = None  # the state now moves on from the file's
@@ -319,7 +340,8 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=N
         for step, batch in steps:
             cbs.on_train_batch_begin(step)
             bx, by, bsw = unpack_x_y_sample_weight(batch)
-            logs = train_step(model, compiled, bx, by, bsw)
+            with _step_threads():
+                logs = train_step(model, compiled, bx, by, bsw)
             cbs.on_train_batch_end(step + 1, logs)
             if model.stop_training:
                 break
@@ -377,7 +399,8 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, rese
         x, y, sample_weight = class_weight_fn(class_weight)(x, y, sample_weight)
     if reset_metrics:
         compiled.reset()
-    logs = train_step(model, compiled, x, y, sample_weight)
+    with _step_threads():
+        logs = train_step(model, compiled, x, y, sample_weight)
     return _batch_result(compiled, logs, return_dict)
 
 
