@@ -64,40 +64,40 @@ class LearningRateSchedule:
         return cls(**config)
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _StepDecay(LearningRateSchedule):
+    """The schedules of (initial_learning_rate, decay_steps, decay_rate, staircase): `_rate(p)` with p = step /
+    decay_steps (floored with `staircase`)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase: bool = False, name=None):
+        self.initial_learning_rate, self.decay_steps, self.decay_rate = initial_learning_rate, decay_steps, decay_rate
+        self.staircase, self.name = staircase, name
+
+    def __call__(self, step) -> np.float32:
+        p = _F32(step) / _F32(self.decay_steps)
+        if self.staircase:
+            p = np.floor(p)
+        return self._rate(p)
+
+    def _rate(self, p) -> np.float32:
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
+                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_StepDecay):
     """lr * decay_rate ** (step / decay_steps) (floored with `staircase`)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase: bool = False, name=None):
-        self.initial_learning_rate, self.decay_steps, self.decay_rate = initial_learning_rate, decay_steps, decay_rate
-        self.staircase, self.name = staircase, name
-
-    def __call__(self, step) -> np.float32:
-        p = _F32(step) / _F32(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
+    def _rate(self, p) -> np.float32:
         return _F32(self.initial_learning_rate) * np.power(_F32(self.decay_rate), p)
 
-    def get_config(self) -> dict:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
 
-
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_StepDecay):
     """lr / (1 + decay_rate * step / decay_steps) (floored with `staircase`)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase: bool = False, name=None):
-        self.initial_learning_rate, self.decay_steps, self.decay_rate = initial_learning_rate, decay_steps, decay_rate
-        self.staircase, self.name = staircase, name
-
-    def __call__(self, step) -> np.float32:
-        p = _F32(step) / _F32(self.decay_steps)
-        if self.staircase:
-            p = np.floor(p)
+    def _rate(self, p) -> np.float32:
         return _F32(self.initial_learning_rate) / (_F32(1) + _F32(self.decay_rate) * p)
-
-    def get_config(self) -> dict:
-        return {"initial_learning_rate": self.initial_learning_rate, "decay_steps": self.decay_steps,
-                "decay_rate": self.decay_rate, "staircase": self.staircase, "name": self.name}
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):

@@ -546,13 +546,20 @@ def _keras_pool(mode: int):
             raise ExportError(f"Caffe's pooling (rounding up) gives {got} here where Keras gives {want}",
                               layer=layer.name)
         lp = ex.add("Pooling", layer.name, [x])
-        p = lp.pooling_param
-        p.pool = mode
-        _set_pair(p, "kernel", kernel, -1)
-        _set_pair(p, "stride", strides, 1)
-        _set_pair(p, "pad", pads, 0)
+        _pool_params(lp.pooling_param, mode, kernel, strides, pads)
         return [ex.value(lp.top[0], outs[0])]
     return mapping
+
+
+def _pool_params(p, mode: int, kernel, strides, pads, floor: bool = False) -> None:
+    """A PoolingParameter: MAX (0) or AVE (1), the window, and BVLC's round_mode FLOOR where asked (OpenCV 4.x
+    reads only the forks' ceil_mode: false)."""
+    p.pool = mode
+    _set_pair(p, "kernel", kernel, -1)
+    _set_pair(p, "stride", strides, 1)
+    _set_pair(p, "pad", pads, 0)
+    if floor:
+        p.round_mode = 1
 
 
 def _caffe_pooled(n: int, k: int, s: int, p: int) -> int:
@@ -589,13 +596,8 @@ def caffe_pooling(ex: CaffeExporter, layer, ins: list, outs: list) -> list:
     x = ex.plain(ins[0], layer)
     c = _cfg(layer)
     lp = ex.add("Pooling", layer.name, [x])
-    p = lp.pooling_param
-    p.pool = 0 if c["mode"] == "max" else 1
-    _set_pair(p, "kernel", c["pool_size"], -1)
-    _set_pair(p, "stride", c["strides"], 1)
-    _set_pair(p, "pad", c["padding"], 0)
-    if c["rounding"] == "floor":  # BVLC's field (OpenCV 4.x reads only the forks' ceil_mode: false)
-        p.round_mode = 1
+    _pool_params(lp.pooling_param, 0 if c["mode"] == "max" else 1, c["pool_size"], c["strides"], c["padding"],
+                 c["rounding"] == "floor")
     return [ex.value(lp.top[0], outs[0])]
 
 
@@ -721,13 +723,7 @@ def caffe_max_pooling_mask(ex: CaffeExporter, layer, ins: list, outs: list) -> l
             lp.top.append(top)
             return [ex.value(top, outs[0])]
     lp = ex.add("Pooling", f"{layer.name}__values", [x], [ex.unique_top(f"{layer.name}__values"), top])
-    p = lp.pooling_param
-    p.pool = 0
-    _set_pair(p, "kernel", want[0], -1)
-    _set_pair(p, "stride", want[1], 1)
-    _set_pair(p, "pad", want[2], 0)
-    if want[3]:
-        p.round_mode = 1
+    _pool_params(lp.pooling_param, 0, *want)
     return [ex.value(top, outs[0])]
 
 
