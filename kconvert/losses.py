@@ -23,6 +23,7 @@ import numpy as np
 from . import ops
 from .custom_objects import get_custom_object
 from .errors import ConfigError
+from .ops import logits
 
 EPSILON = 1e-7
 
@@ -242,6 +243,7 @@ def _sigmoid_xent_with_logits(labels, logits):
 
 @_register()
 def binary_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0, axis: int = -1):
+    y_pred, from_logits = logits.resolve(y_pred, from_logits, "binary_crossentropy")
     y_true, y_pred = _pair(y_true, y_pred)
     if label_smoothing:
         y_true = y_true * (1.0 - label_smoothing) + 0.5 * label_smoothing
@@ -256,6 +258,7 @@ def binary_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothi
 @_register()
 def categorical_crossentropy(y_true, y_pred, from_logits: bool = False, label_smoothing: float = 0.0,
                              axis: int = -1):
+    y_pred, from_logits = logits.resolve(y_pred, from_logits, "categorical_crossentropy")
     y_true, y_pred = _pair(y_true, y_pred)
     if label_smoothing:
         num_classes = np.asarray(np.shape(y_true)[axis], y_pred.dtype)
@@ -269,6 +272,7 @@ def categorical_crossentropy(y_true, y_pred, from_logits: bool = False, label_sm
 
 def _sparse_xent(y_true, y_pred, from_logits: bool, ignore_class: int | None, axis: int):
     """(per-sample losses, valid mask or None) as tf_keras's backend `sparse_categorical_crossentropy`."""
+    y_pred, from_logits = logits.resolve(y_pred, from_logits, "sparse_categorical_crossentropy")
     y_pred = _float(y_pred)
     if not from_logits:
         y_pred = np.log(np.clip(y_pred, EPSILON, 1.0 - EPSILON))

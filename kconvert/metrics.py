@@ -242,8 +242,8 @@ class MeanMetricWrapper(Mean):
         self._fn_kwargs = kwargs
 
     def update_state(self, y_true, y_pred, sample_weight=None) -> None:
-        y_true = np.asarray(y_true).astype(self.dtype)
-        y_pred = np.asarray(y_pred).astype(self.dtype)
+        y_true = np.asarray(y_true).astype(self.dtype, copy=False)
+        y_pred = np.asarray(y_pred).astype(self.dtype, copy=False)  # the same array: a softmax output's logits stay known
         y_pred, y_true, _ = squeeze_or_expand_dimensions(y_pred, y_true)
         matches = self._fn(y_true, y_pred, **self._fn_kwargs)
         super().update_state(matches, sample_weight=sample_weight)

@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from .base import traceable
+from .logits import mark
 
 
 def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
@@ -32,13 +33,13 @@ def sigmoid(x):
     out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
     ex = np.exp(x[~pos])
     out[~pos] = ex / (1.0 + ex)
-    return out
+    return mark(out, x)
 
 
 @traceable
 def softmax(x, axis=-1):
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / np.sum(e, axis=axis, keepdims=True)
+    return mark(e / np.sum(e, axis=axis, keepdims=True), x)
 
 
 @traceable

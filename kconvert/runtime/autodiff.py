@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import KConvertError
+from ..ops import logits
 from ..ops.base import OPS, unbroadcast
 from .numpy_engine import run_graph
 
@@ -464,6 +465,9 @@ def _bound(fn: Callable, args: tuple, kwargs: dict) -> list:
     return list(b.arguments.values())
 
 
+_LOGITS_OPS = ("softmax", "sigmoid")  # their outputs remember their inputs for the crossentropy losses
+
+
 def _op_call(name: str, fn: Callable, args: tuple, kwargs: dict):
     """A traceable kconvert.ops function called on a Var: its own kernel forward, its rule (or Op.backward)."""
     rule = OP_RULES.get(name)
@@ -475,7 +479,10 @@ def _op_call(name: str, fn: Callable, args: tuple, kwargs: dict):
     raw = [_raw(v) for v in bound]
     value = fn(*raw)
     needs = needs_of(bound)
-    return record(value, bound, rule(value, needs, *raw) if _is_float(value) and any(needs) else None)
+    out = record(value, bound, rule(value, needs, *raw) if _is_float(value) and any(needs) else None)
+    if name in _LOGITS_OPS:
+        logits.mark(out, bound[0])
+    return out
 
 
 def op_backward_rule(op, fn: Callable) -> Callable:

@@ -22,6 +22,7 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from ..errors import ConfigError
+from ..ops import logits
 from . import autodiff, regularizers
 from .callbacks import CallbackList
 from .data_adapter import DataHandler, unpack_x_y_sample_weight
@@ -247,11 +248,12 @@ def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
         seen["outs"], seen["total"], seen["per_output"] = outs, total, per_output
         return total
 
-    _, grads = autodiff.gradients(model, x, loss_fn, training=True, observe=observe if activity else None)
-    compiled.optimizer.apply_gradients([(g, w) for w, g in grads.items()])
-    _constrain(model)
-    outs = [_value(o) for o in seen["outs"]]
-    compiled.update(ys, outs, sws, seen["total"], seen["per_output"])
+    with logits.tracking():  # the crossentropy losses and metrics read a softmax/sigmoid output's logits
+        _, grads = autodiff.gradients(model, x, loss_fn, training=True, observe=observe if activity else None)
+        compiled.optimizer.apply_gradients([(g, w) for w, g in grads.items()])
+        _constrain(model)
+        outs = [_value(o) for o in seen["outs"]]
+        compiled.update(ys, outs, sws, seen["total"], seen["per_output"])
     return compiled.logs()
 
 
@@ -278,9 +280,10 @@ def test_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
             penalties.extend(fn(o) / np.float32(len(o)) for o in outs)
 
     model._ensure_built(x)
-    outs = run_graph(model._graph, model._standardize_inputs(x), observe=observe if activity else None)[0]
-    total, per_output = compiled.total_loss(ys, outs, sws, penalties)
-    compiled.update(ys, outs, sws, total, per_output)
+    with logits.tracking():
+        outs = run_graph(model._graph, model._standardize_inputs(x), observe=observe if activity else None)[0]
+        total, per_output = compiled.total_loss(ys, outs, sws, penalties)
+        compiled.update(ys, outs, sws, total, per_output)
     return compiled.logs()
 
 
