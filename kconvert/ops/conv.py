@@ -102,7 +102,9 @@ def _chunks(n: int, per_sample: int):
 # ---------------------------------------------------------------------------------------------- conv
 
 
-def _conv_forward_last(xl, kernel, strides, pads, dilations, groups):
+def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: bool = False):
+    """The convolution of channels-last `xl`; with `keep_cols`, (y, the im2col matrix or None): the matrix is
+    kept when it was built in one piece (one batch chunk, groups == 1), for the kernel gradient."""
     n_sp = kernel.ndim - 2
     ksize = kernel.shape[:n_sp]
     cin_g, cout = kernel.shape[n_sp], kernel.shape[n_sp + 1]
@@ -124,7 +126,8 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups):
         y = np.zeros((xl.shape[0], *out_sizes, groups, cout_g), dtype=np.result_type(xl, kernel))
         for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
             y += xp[sl][..., None] * kd[j]
-        return y.reshape(*y.shape[:-2], cout)
+        y = y.reshape(*y.shape[:-2], cout)
+        return (y, None) if keep_cols else y
     if groups == 1:
         kmat = kernel.reshape(kprod * cin_g, cout)
     else:
@@ -133,15 +136,20 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups):
     n = xl.shape[0]
     y = np.empty((n, *out_sizes, cout), dtype=np.result_type(xl, kernel))
     per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
-    for b in _chunks(n, per_sample):
+    chunks = _chunks(n, per_sample)
+    kept = None
+    for b in chunks:
         win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
         m = int(np.prod(win.shape[: 1 + n_sp]))
         if groups == 1:
-            np.matmul(win.reshape(m, kprod * cin_g), kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
+            cols = win.reshape(m, kprod * cin_g)
+            np.matmul(cols, kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
+            if keep_cols and len(chunks) == 1:
+                kept = cols
         else:
             cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
             y[b] = np.matmul(cols, kmat).transpose(1, 0, 2).reshape(y[b].shape)
-    return y
+    return (y, kept) if keep_cols else y
 
 
 @register
@@ -157,9 +165,18 @@ class Conv(Op):
         return _from_last(y, channels_last)
 
     @staticmethod
+    def forward_saving(needs, x, kernel, strides=None, pads=None, dilations=None, groups=1, channels_last=True):
+        """`forward`, plus the im2col matrix when the kernel's gradient will need it (for `backward`'s `saved`)."""
+        strides, pads, dilations = _norm(kernel.ndim - 2, strides, pads, dilations)
+        y, cols = _conv_forward_last(_to_last(x, channels_last), kernel, strides, pads, dilations, int(groups),
+                                     keep_cols=bool(needs[1]))
+        return _from_last(y, channels_last), cols
+
+    @staticmethod
     def backward(grad, inputs, output, strides=None, pads=None, dilations=None, groups=1, channels_last=True,
-                 needs=None):
-        """(d x, d kernel); `needs` (one flag per input) skips a gradient nobody asked for (None for it)."""
+                 needs=None, saved=None):
+        """(d x, d kernel); `needs` (one flag per input) skips a gradient nobody asked for (None for it);
+        `saved` is the im2col matrix `forward_saving` kept, if any."""
         x, kernel = inputs
         need_x, need_k = needs if needs is not None else (True, True)
         n_sp = kernel.ndim - 2
@@ -203,8 +220,10 @@ class Conv(Op):
             if groups == 1:
                 g2 = gl[b].reshape(m, cout)
                 if need_k:
-                    win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
-                    gk[0] += win.reshape(m, kprod * cin_g).T @ g2
+                    if saved is None:
+                        win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
+                    cols = saved if saved is not None else win.reshape(m, kprod * cin_g)
+                    gk[0] += cols.T @ g2
                 if need_x:
                     gcols = np.matmul(g2, kt)  # (kprod, m, cin): contiguous per tap, for col2im
             else:

@@ -477,9 +477,15 @@ def _op_call(name: str, fn: Callable, args: tuple, kwargs: dict):
         return fn(*args, **kwargs)
     bound = _bound(fn, args, kwargs)
     raw = [_raw(v) for v in bound]
-    value = fn(*raw)
     needs = needs_of(bound)
-    out = record(value, bound, rule(value, needs, *raw) if _is_float(value) and any(needs) else None)
+    saving = getattr(OPS.get(name), "forward_saving", None) if any(needs) else None
+    if saving is not None:  # the kernel keeps what its backward would recompute (conv: the im2col columns)
+        value, saved = saving(needs, *raw)
+        vjp = rule(value, needs, *raw, saved=saved) if _is_float(value) else None
+    else:
+        value = fn(*raw)
+        vjp = rule(value, needs, *raw) if _is_float(value) and any(needs) else None
+    out = record(value, bound, vjp)
     if name in _LOGITS_OPS:
         logits.mark(out, bound[0])
     return out
@@ -488,16 +494,19 @@ def _op_call(name: str, fn: Callable, args: tuple, kwargs: dict):
 def op_backward_rule(op, fn: Callable) -> Callable:
     """A rule from an `Op` class: `fn`'s leading parameters not named in `op.backward` are its inputs."""
     backward_params = inspect.signature(op.backward).parameters
-    attrs = [p for p in backward_params if p not in ("grad", "inputs", "output", "needs")]
+    attrs = [p for p in backward_params if p not in ("grad", "inputs", "output", "needs", "saved")]
     wants_needs = "needs" in backward_params  # skips the gradients of inputs that lead to no watched value
+    wants_saved = "saved" in backward_params  # what `op.forward_saving` kept for it
     params = list(inspect.signature(fn).parameters)
     n_in = len([p for p in params if p not in attrs])
     if params[n_in:] != [p for p in params if p in attrs]:
         raise TypeError(f"{op.__name__}: the inputs of {fn.__name__} must come before its attributes")
 
-    def rule(out, needs, *values):
+    def rule(out, needs, *values, saved=None):
         inputs, named = values[:n_in], dict(zip(params[n_in:], values[n_in:]))
         extra = {"needs": tuple(needs[:n_in])} if wants_needs else {}
+        if wants_saved:
+            extra["saved"] = saved
 
         def vjp(g):
             return tuple(op.backward(g, tuple(inputs), out, **named, **extra)) + (None,) * len(named)
