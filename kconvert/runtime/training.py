@@ -10,9 +10,7 @@ metric objects accumulate across the epoch. Names in the logs follow tf_keras: `
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
 import warnings
 from typing import Any
 
@@ -24,6 +22,7 @@ from .. import optimizers as optimizers_mod
 from ..errors import ConfigError
 from ..ops import logits
 from . import autodiff, regularizers
+from .blas_threads import StepThreads
 from .callbacks import CallbackList
 from .data_adapter import DataHandler, unpack_x_y_sample_weight
 
@@ -81,6 +80,7 @@ class Compiled:
                                      else None for i, n in enumerate(self.output_names)]
         self.metrics: list[list] | None = None  # per output: (log name, Metric, weighted)
         self.from_file: tuple | None = None  # (training_config, optimizer_weights) a load compiled from, untrained
+        self.threads = StepThreads()  # BLAS threads per step, measured (runtime/blas_threads.py)
 
     def build_metrics(self, ys: list, outs: list) -> None:
         multi = len(self.output_names) > 1
@@ -210,25 +210,6 @@ def _constrain(model) -> None:
                 w.value = np.asarray(fn(w.value), dtype=w.dtype)
 
 
-_BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-_threadpools = None
-
-
-def _step_threads():
-    """The BLAS thread count a train step runs with: one, unless the user chose a count in the usual environment
-    variables (OMP_NUM_THREADS, ...). A step's products are small (a batch of 32-128 rows): on the 2-core target,
-    two threads were no faster than one for any model of benchmarks/training_speed.py when the machine was idle,
-    and 3-8x slower when other processes kept a core busy (a BLAS thread waiting for it)."""
-    global _threadpools
-    if any(os.environ.get(v) for v in _BLAS_ENV):
-        return contextlib.nullcontext()
-    if _threadpools is None:
-        from threadpoolctl import ThreadpoolController
-
-        _threadpools = ThreadpoolController()
-    return _threadpools.limit(limits=1, user_api="blas")
-
-
 def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     """One optimizer step on one batch; returns the running logs."""
     compiled.from_file = None  # the state now moves on from the file's
@@ -343,7 +324,7 @@ def fit(model, x=None, y=None, batch_size=None, epochs=1, verbose=1, callbacks=N
         for step, batch in steps:
             cbs.on_train_batch_begin(step)
             bx, by, bsw = unpack_x_y_sample_weight(batch)
-            with _step_threads():
+            with compiled.threads.step():
                 logs = train_step(model, compiled, bx, by, bsw)
             cbs.on_train_batch_end(step + 1, logs)
             if model.stop_training:
@@ -384,7 +365,8 @@ def evaluate(model, x=None, y=None, batch_size=None, verbose=1, sample_weight=No
         for step, batch in steps_iter:
             cbs.on_test_batch_begin(step)
             bx, by, bsw = unpack_x_y_sample_weight(batch)
-            logs = test_step(model, compiled, bx, by, bsw)
+            with compiled.threads.current():
+                logs = test_step(model, compiled, bx, by, bsw)
             cbs.on_test_batch_end(step + 1, logs)
     cbs.on_test_end(logs)
     if return_dict:
@@ -402,7 +384,7 @@ def train_on_batch(model, x, y=None, sample_weight=None, class_weight=None, rese
         x, y, sample_weight = class_weight_fn(class_weight)(x, y, sample_weight)
     if reset_metrics:
         compiled.reset()
-    with _step_threads():
+    with compiled.threads.step():
         logs = train_step(model, compiled, x, y, sample_weight)
     return _batch_result(compiled, logs, return_dict)
 
@@ -411,7 +393,8 @@ def test_on_batch(model, x, y=None, sample_weight=None, reset_metrics=True, retu
     compiled = _require_compiled(model)
     if reset_metrics:
         compiled.reset()
-    logs = test_step(model, compiled, x, y, sample_weight)
+    with compiled.threads.current():
+        logs = test_step(model, compiled, x, y, sample_weight)
     return _batch_result(compiled, logs, return_dict)
 
 
