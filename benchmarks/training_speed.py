@@ -14,14 +14,11 @@ that both trained the same model. Results are printed and saved to benchmarks/re
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
 
-from versions import version
+from _train_common import blas_env, machine_lines, run
 
 HERE = Path(__file__).resolve().parent
 WORK = HERE / "work" / "training_speed"
@@ -85,20 +82,6 @@ print(json.dumps({{"time": statistics.median(times), "loss": float(loss)}}))
 """
 
 
-def run(code: str, env_extra: dict | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
-    env.update(env_extra or {})
-    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
-
-
-def blas_env(n: int | None) -> dict:
-    return {} if n is None else {v: str(n) for v in BLAS_VARS}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
@@ -108,11 +91,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     lines = [f"Training speed, fit() per step (median of {args.repeat} timed 2-epoch fits after a warm-up epoch), "
              "SGD momentum, shuffle=False",
-             f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
-             f"python {platform.python_version()}, numpy {version('numpy')}, kconvert {version('kconvert')}, "
-             f"tf_keras {version('tf_keras')}, tensorflow {version('tensorflow')}",
-             "load average at the start (1, 5, 15 min): {:.2f} {:.2f} {:.2f} (other processes share the cores: "
-             "compare figures within one run)".format(*os.getloadavg()), ""]
+             *machine_lines(), ""]
     for name in args.models.split(","):
         code, shape, kind, loss, batch, n, lr = MODELS[name]
         model, data = WORK / f"{name}.h5", WORK / f"{name}.npz"

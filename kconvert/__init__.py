@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 # models registers Model/Functional/Sequential with the layer registry
-from . import backend, callbacks, errors, layers, losses, metrics, models, ops, optimizers, utils  # noqa: E402, F401
+from . import backend, callbacks, datasets, errors, layers, losses, metrics, models, ops, optimizers, utils  # noqa: E402, F401
 from .custom_objects import custom_object_scope, get_custom_objects, register_keras_serializable  # noqa: E402
 from .keras_objects import keras_objects  # noqa: E402
 from .layers import Input  # noqa: E402
