@@ -19,10 +19,10 @@ def blas_env(n: int | None) -> dict:
     return {} if n is None else {v: str(n) for v in BLAS_VARS}
 
 
-def run(code: str, env_extra: dict | None = None) -> dict:
-    """Run `code` in a fresh Python (BLAS variables cleared, then `env_extra` set); the JSON object on its last
-    stdout line, plus `child_wall_s`, the child's wall time seen from here (start-up and imports included)."""
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+def run(code: str, env_extra: dict | None = None, drop: tuple[str, ...] = ()) -> dict:
+    """Run `code` in a fresh Python (BLAS variables and `drop` cleared, then `env_extra` set); the JSON object on its
+    last stdout line, plus `child_wall_s`, the child's wall time seen from here (start-up and imports included)."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS and k not in drop}
     env.update(env_extra or {})
     t0 = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

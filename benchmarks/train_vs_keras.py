@@ -25,6 +25,7 @@ With the default --samples and both models the table is saved to benchmarks/resu
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from _train_common import machine_lines, run
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 FULL_SAMPLES = 60000
+KERNELS_OWN = "kconvert*"  # the run without this machine's OPENBLAS_CORETYPE pin
 
 # name: (model code for `k` = tf_keras or kconvert and `L` = k.layers, input shape, batch size, learning rate, goal)
 MODELS = {
@@ -69,8 +71,10 @@ rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t0 = time.perf_counter()
 h = m.fit(x_train, y_train, batch_size={batch}, epochs=1, shuffle=False, verbose=0)
 fit_s = time.perf_counter() - t0
+from threadpoolctl import threadpool_info
+blas = sorted({{f"{{i['internal_api']}} {{i.get('architecture')}}" for i in threadpool_info() if i["user_api"] == "blas"}})
 print(json.dumps({{"fit_s": fit_s, "loss": float(h.history["loss"][-1]), "rss_before_kib": rss_before,
-                  "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "blas": ", ".join(blas),
                   "tensorflow_loaded": "tensorflow" in sys.modules}}))
 """
 
@@ -120,24 +124,33 @@ def main() -> None:
         for name in names:
             code, shape, batch, lr, goal = MODELS[name]
             results = {}
-            for tool in ("kconvert", "tf_keras"):
-                r = run(CHILD.format(tool=tool, data=data, shape=shape, code=code, lr=lr, batch=batch))
+            runs = [("kconvert", "kconvert", ()), ("tf_keras", "tf_keras", ())]
+            if os.environ.get("OPENBLAS_CORETYPE"):  # a pinned OpenBLAS kernel: also show OpenBLAS's own choice
+                runs.append((KERNELS_OWN, "kconvert", ("OPENBLAS_CORETYPE",)))
+            for label, tool, drop in runs:
+                r = run(CHILD.format(tool=tool, data=data, shape=shape, code=code, lr=lr, batch=batch), drop=drop)
                 if tool == "kconvert" and r["tensorflow_loaded"]:
                     raise RuntimeError("the kconvert child imported tensorflow")
-                results[tool] = r
-                print(f"  {name}: {tool}: fit {r['fit_s']:.2f} s, loss {r['loss']:.5f}", flush=True)
+                results[label] = r
+                print(f"  {name}: {label}: fit {r['fit_s']:.2f} s, loss {r['loss']:.5f}", flush=True)
             kc, tf = results["kconvert"], results["tf_keras"]
             lines += [f"({name}) {code.split('[', 1)[1].rsplit(']', 1)[0]}",
                       f"    batch {batch}, {-(-args.samples // batch)} steps",
                       f"    {'':<10} {'fit wall':>10} {'child wall':>11} {'peak RSS':>12} {'before fit':>12}"
                       f"   final loss"]
             lines += [f"    {tool:<10} {r['fit_s']:8.2f} s {r['child_wall_s']:9.2f} s {mib(r['rss_kib']):>12} "
-                      f"{mib(r['rss_before_kib']):>12}   {r['loss']:.5f}" for tool, r in results.items()]
+                      f"{mib(r['rss_before_kib']):>12}   {r['loss']:.5f}"
+                      + (f"   (BLAS: {r['blas']})" if r.get("blas") else "") for tool, r in results.items()]
             verdict = "met" if kc["fit_s"] / tf["fit_s"] <= goal else "NOT met"
             lines.append(f"    ratio kconvert / tf_keras: fit time {kc['fit_s'] / tf['fit_s']:.2f}x (goal <= {goal}: "
                          f"{verdict}), child wall {kc['child_wall_s'] / tf['child_wall_s']:.2f}x, "
                          f"peak RSS {kc['rss_kib'] / tf['rss_kib']:.2f}x; final loss difference "
                          f"{abs(kc['loss'] - tf['loss']):.2g}")
+            if KERNELS_OWN in results:
+                own = results[KERNELS_OWN]
+                lines.append(f"    {KERNELS_OWN}: this machine's environment pins OPENBLAS_CORETYPE="
+                             f"{os.environ['OPENBLAS_CORETYPE']}; without it OpenBLAS picks its own kernels: "
+                             f"fit time ratio {own['fit_s'] / tf['fit_s']:.2f}x")
             if "Dropout" in code:
                 lines.append("    (the two frameworks draw different Dropout masks: the final losses agree only "
                              "approximately)")
