@@ -7,6 +7,7 @@ import pytest
 
 from kconvert import ops
 from kconvert.ops import noise
+from kconvert.ops.recurrent import lstm_cell, lstm_step
 from kconvert.runtime.autodiff import AutodiffError, GradientTape, Var, value_and_grad
 from kconvert.runtime.gradcheck import check_gradients
 
@@ -115,6 +116,8 @@ OP_CASES = [
      [rand(2, 4, 3, 3), rand(3, 2, 5, 3)]),
     ("conv_transpose1d_dilation", lambda x, k: ops.conv_transpose(x, k, (1,), None, (2,)),
      [rand(2, 5, 3), rand(3, 4, 3)]),
+    ("lstm_cell", lambda z, c: lstm_cell(z, c), [rand(3, 4 * 5), rand(3, 5)]),  # the fused training cell
+    ("lstm_cell_seq", lambda z, c: lstm_cell(z, c), [rand(2, 3, 4 * 2), rand(2, 3, 2)]),
     ("resize_nearest", lambda x: ops.resize(x, (7, 4)), [rand(2, 3, 5, 2)]),
     ("resize_bilinear", lambda x: ops.resize(x, (7, 4), "bilinear"), [rand(2, 3, 5, 2)]),
     ("upsample", lambda x: ops.upsample(x, (2, 3)), [rand(2, 3, 5, 2)]),
@@ -289,3 +292,10 @@ def test_gradient_with_respect_to_an_intermediate_value():
     gh, gv = tape.gradient(y, [h, v])
     np.testing.assert_allclose(gh, 2 * np.tanh(v.data))
     np.testing.assert_allclose(gv, 2 * np.tanh(v.data) * (1 - np.tanh(v.data) ** 2))
+
+
+def test_fused_lstm_cell_is_lstm_step_bit_for_bit():
+    """The fused training cell computes exactly what the generic step computes (the same order of operations)."""
+    z, c = (R.standard_normal((4, 4 * 6)) * 3).astype(np.float32), R.standard_normal((4, 6)).astype(np.float32)
+    h, c_new = lstm_step(z, c, np.tanh, ops.sigmoid)
+    np.testing.assert_array_equal(lstm_cell(z, c), np.concatenate([h, c_new], axis=-1))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError, KConvertError, ShapeError
-from ..ops.recurrent import gru_step, lstm_step, rnn_scan
+from ..ops.recurrent import gru_step, lstm_cell, lstm_step, rnn_scan
 from . import activations
 from .base import Layer, Weight, current_keras_version, is_shape_list, register_layer
 from .config_objects import weight_args_config
@@ -377,7 +377,12 @@ class LSTM(_DenseRNN):
         return _unit_forget_bias(self.bias_initializer, self.units) if self.unit_forget_bias else self.bias_initializer
 
     def _step(self, xp, states):
-        h, c = lstm_step(xp + self._recurrent_product(states[0]), states[1], self._act, self._ract)
+        z = xp + self._recurrent_product(states[0])
+        if self._act is np.tanh and self._ract is ops.sigmoid:  # the fused cell: one tape node per step
+            hc = lstm_cell(z, states[1])
+            h, c = hc[..., :self.units], hc[..., self.units:]
+        else:
+            h, c = lstm_step(z, states[1], self._act, self._ract)
         return h, [h, c]
 
     def get_config(self):

@@ -27,13 +27,10 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
 
 @traceable
 def sigmoid(x):
-    # numerically stable for large |x|
-    out = np.empty_like(x)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return mark(out, x)
+    # stable for large |x|: 1 / (1 + e^-x) where x >= 0, e^x / (1 + e^x) elsewhere, one e^-|x| for both
+    e = np.exp(-np.abs(x))
+    d = 1.0 + e
+    return mark(np.where(x >= 0, 1.0 / d, e / d), x)
 
 
 @traceable

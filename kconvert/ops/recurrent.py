@@ -12,6 +12,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from .base import Op, register, traceable
+from .nn import sigmoid
+
 Step = Callable[[np.ndarray, list], tuple]  # (projected input at t, states) -> (output, new states)
 
 
@@ -55,6 +58,48 @@ def lstm_step(z: np.ndarray, c: np.ndarray, act: Callable, recurrent_act: Callab
     c = recurrent_act(zf) * c + recurrent_act(zi) * act(zc)
     h = recurrent_act(zo) * act(c)
     return h, c
+
+
+def _lstm_gates(z: np.ndarray, c: np.ndarray):
+    zi, zf, zc, zo = np.split(z, 4, axis=-1)
+    i, f, g, o = sigmoid(zi), sigmoid(zf), np.tanh(zc), sigmoid(zo)
+    c_new = f * c + i * g  # lstm_step's order of operations: the same bits
+    tc = np.tanh(c_new)
+    return np.concatenate([o * tc, c_new], axis=-1), (i, f, g, o, tc)
+
+
+@register
+class LSTMCell(Op):
+    """The standard LSTM update (sigmoid gates, tanh) as one op for training: `(z, c) -> [h, c']` concatenated
+    on the last axis, `z` the summed pre-activations (gate blocks i, f, c, o). One tape node per timestep instead
+    of a dozen; its forward keeps the gates for the backward."""
+
+    name = "lstm_cell"
+
+    @staticmethod
+    def forward(z, c):
+        return _lstm_gates(z, c)[0]
+
+    @staticmethod
+    def forward_saving(needs, z, c):
+        return _lstm_gates(z, c)
+
+    @staticmethod
+    def backward(grad, inputs, output, saved=None):
+        z, c = inputs
+        i, f, g, o, tc = saved if saved is not None else _lstm_gates(z, c)[1]
+        units = c.shape[-1]
+        gh, gc = grad[..., :units], grad[..., units:]
+        dc = gc + gh * o * (1 - tc * tc)
+        dz = np.concatenate([dc * g * i * (1 - i), dc * c * f * (1 - f), dc * i * (1 - g * g),
+                             gh * tc * o * (1 - o)], axis=-1)
+        return dz, dc * f
+
+
+@traceable
+def lstm_cell(z: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """`lstm_step` with sigmoid and tanh as one op: `[h, c']` concatenated on the last axis."""
+    return LSTMCell.forward(z, c)
 
 
 def gru_step(x_proj: np.ndarray, h: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray | None,
