@@ -7,7 +7,7 @@ import pytest
 
 from kconvert import ops
 from kconvert.ops import noise
-from kconvert.ops.recurrent import lstm_cell, lstm_step
+from kconvert.ops.recurrent import gru_cell, gru_step, lstm_cell, lstm_step
 from kconvert.runtime.autodiff import AutodiffError, GradientTape, Var, value_and_grad
 from kconvert.runtime.gradcheck import check_gradients
 
@@ -118,6 +118,7 @@ OP_CASES = [
      [rand(2, 5, 3), rand(3, 4, 3)]),
     ("lstm_cell", lambda z, c: lstm_cell(z, c), [rand(3, 4 * 5), rand(3, 5)]),  # the fused training cell
     ("lstm_cell_seq", lambda z, c: lstm_cell(z, c), [rand(2, 3, 4 * 2), rand(2, 3, 2)]),
+    ("gru_cell", lambda xp, inner, h: gru_cell(xp, inner, h), [rand(3, 3 * 4), rand(3, 3 * 4), rand(3, 4)]),
     ("resize_nearest", lambda x: ops.resize(x, (7, 4)), [rand(2, 3, 5, 2)]),
     ("resize_bilinear", lambda x: ops.resize(x, (7, 4), "bilinear"), [rand(2, 3, 5, 2)]),
     ("upsample", lambda x: ops.upsample(x, (2, 3)), [rand(2, 3, 5, 2)]),
@@ -299,3 +300,10 @@ def test_fused_lstm_cell_is_lstm_step_bit_for_bit():
     z, c = (R.standard_normal((4, 4 * 6)) * 3).astype(np.float32), R.standard_normal((4, 6)).astype(np.float32)
     h, c_new = lstm_step(z, c, np.tanh, ops.sigmoid)
     np.testing.assert_array_equal(lstm_cell(z, c), np.concatenate([h, c_new], axis=-1))
+
+
+def test_fused_gru_cell_is_gru_step_bit_for_bit():
+    xp, h = (R.standard_normal((4, 3 * 5)) * 2).astype(np.float32), R.standard_normal((4, 5)).astype(np.float32)
+    kernel, bias = R.standard_normal((5, 15)).astype(np.float32), R.standard_normal(15).astype(np.float32)
+    expected = gru_step(xp, h, kernel, bias, True, np.tanh, ops.sigmoid)
+    np.testing.assert_array_equal(gru_cell(xp, h @ kernel + bias, h), expected)

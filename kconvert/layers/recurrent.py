@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError, KConvertError, ShapeError
-from ..ops.recurrent import gru_step, lstm_cell, lstm_step, rnn_scan
+from ..ops.recurrent import gru_cell, gru_step, lstm_cell, lstm_step, rnn_scan
 from . import activations
 from .base import Layer, Weight, current_keras_version, is_shape_list, register_layer
 from .config_objects import weight_args_config
@@ -422,8 +422,14 @@ class GRU(_DenseRNN):
         return self.bias.value[1] if self.bias is not None and self.reset_after else None
 
     def _step(self, xp, states):
-        h = gru_step(xp, states[0], self._state_kernel(), self._recurrent_bias(), self.reset_after,
-                     self._act, self._ract, recurrent_masks=self._recurrent_masks())
+        masks = self._recurrent_masks()
+        if self.reset_after and masks is None and self._act is np.tanh and self._ract is ops.sigmoid:
+            inner = states[0] @ self._state_kernel()  # the fused cell: one tape node for the gates
+            bias = self._recurrent_bias()
+            h = gru_cell(xp, inner if bias is None else inner + bias, states[0])
+        else:
+            h = gru_step(xp, states[0], self._state_kernel(), self._recurrent_bias(), self.reset_after,
+                         self._act, self._ract, recurrent_masks=masks)
         return h, [h]
 
     def get_config(self):

@@ -102,6 +102,46 @@ def lstm_cell(z: np.ndarray, c: np.ndarray) -> np.ndarray:
     return LSTMCell.forward(z, c)
 
 
+def _gru_gates(xp: np.ndarray, inner: np.ndarray, h: np.ndarray):
+    xz, xr, xh = np.split(xp, 3, axis=-1)
+    rz, rr, rh = np.split(inner, 3, axis=-1)
+    z, r = sigmoid(xz + rz), sigmoid(xr + rr)
+    hh = np.tanh(xh + r * rh)
+    return z * h + (1 - z) * hh, (z, r, hh, rh)  # gru_step's order of operations: the same bits
+
+
+@register
+class GRUCell(Op):
+    """The reset-after GRU update (sigmoid gates, tanh) as one op for training: `(x_proj, inner, h) -> h'`, with
+    `inner` = h @ recurrent_kernel + recurrent bias (gate blocks z, r, h)."""
+
+    name = "gru_cell"
+
+    @staticmethod
+    def forward(xp, inner, h):
+        return _gru_gates(xp, inner, h)[0]
+
+    @staticmethod
+    def forward_saving(needs, xp, inner, h):
+        return _gru_gates(xp, inner, h)
+
+    @staticmethod
+    def backward(grad, inputs, output, saved=None):
+        xp, inner, h = inputs
+        z, r, hh, rh = saved if saved is not None else _gru_gates(xp, inner, h)[1]
+        dz = grad * (h - hh) * z * (1 - z)
+        dh_pre = grad * (1 - z) * (1 - hh * hh)
+        dr = dh_pre * rh * r * (1 - r)
+        return (np.concatenate([dz, dr, dh_pre], axis=-1), np.concatenate([dz, dr, dh_pre * r], axis=-1),
+                grad * z)
+
+
+@traceable
+def gru_cell(xp: np.ndarray, inner: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """The reset-after `gru_step` with sigmoid and tanh, after its recurrent product, as one op."""
+    return GRUCell.forward(xp, inner, h)
+
+
 def gru_step(x_proj: np.ndarray, h: np.ndarray, recurrent_kernel: np.ndarray, recurrent_bias: np.ndarray | None,
              reset_after: bool, act: Callable, recurrent_act: Callable, recurrent_masks=None) -> np.ndarray:
     """One GRU update (gate order z, r, h); `x_proj` = x @ kernel + input bias. `recurrent_masks` (training with
