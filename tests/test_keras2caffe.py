@@ -335,3 +335,29 @@ def test_ssd_nets_back_to_caffe(name, tmp_path):
         if expected.shape[-1] == 7:
             detections += int((expected.reshape(-1, 7)[:, 2] > 0).sum())
     assert detections >= 20
+
+
+def test_shared_layer_becomes_caffe_layers_sharing_their_parameters(tfk, tmp_path):
+    """A Keras layer called twice (a siamese tower): one Caffe layer per call, unique names, and the same named
+    `param`s, Caffe's weight sharing; OpenCV and kconvert compute what tf_keras computes."""
+    L = tfk.layers
+    left, right = tfk.Input((9, 7, 3), name="left"), tfk.Input((9, 7, 3), name="right")
+    conv = L.Conv2D(5, 3, padding="same", activation="relu", name="tower")
+    merged = L.Subtract(name="diff")([conv(left), conv(right)])
+    ref = tfk.Model([left, right], L.Conv2D(4, 1, name="head")(merged))
+    _randomize(ref, 3)
+    ref.save(tmp_path / "m.h5")
+    keras_to_caffe(kconvert.load_model(tmp_path / "m.h5"), tmp_path / "m.prototxt", tmp_path / "m.caffemodel")
+    net = read_prototxt(str(tmp_path / "m.prototxt"))
+    towers = [lp for lp in net.layer if lp.type == "Convolution" and lp.name.startswith("tower")]
+    assert [lp.name for lp in towers] == ["tower", "tower_2"]
+    assert [[p.name for p in lp.param] for lp in towers] == [["tower_param0", "tower_param1"]] * 2
+    rng = np.random.default_rng(4)
+    xs = [rng.standard_normal((2, 9, 7, 3)).astype(np.float32) for _ in range(2)]
+    expected = ref.predict(xs, verbose=0)
+    back = caffe_to_keras(tmp_path / "m.prototxt", tmp_path / "m.caffemodel")
+    assert_close(back.predict(xs), expected, what="kconvert reading the written net")
+    cv = cv2.dnn.readNetFromCaffe(str(tmp_path / "m.prototxt"), str(tmp_path / "m.caffemodel"))
+    cv.setInput(xs[0].transpose(0, 3, 1, 2), "left")
+    cv.setInput(xs[1].transpose(0, 3, 1, 2), "right")
+    assert_close(cv.forward(net.layer[-1].name).transpose(0, 2, 3, 1), expected, what="OpenCV")

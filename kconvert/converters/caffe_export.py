@@ -62,6 +62,7 @@ class CaffeExporter:
         self.net.name = name or getattr(model, "name", "") or "net"
         self.blobs: dict[str, tuple[str, Callable[[], list[np.ndarray]]]] = {}
         self._tops: set[str] = set()
+        self._layers: dict = {}  # Caffe layer name -> its LayerParameter
 
     # ------------------------------------------------------------------ shapes and axes
     def caffe_shape(self, keras_shape: tuple) -> tuple:
@@ -96,9 +97,8 @@ class CaffeExporter:
 
     def unique_layer(self, name: str) -> str:
         """`name`, or `name_2`, ... when a Caffe layer already has it (layers kconvert adds of its own)."""
-        taken = {lp.name for lp in self.net.layer}
         out, i = name, 1
-        while out in taken:
+        while out in self._layers:
             i += 1
             out = f"{name}_{i}"
         return out
@@ -107,6 +107,9 @@ class CaffeExporter:
         """Rename a Caffe layer (its blobs follow it)."""
         if lp.name in self.blobs:
             self.blobs[new] = self.blobs.pop(lp.name)
+        if self._layers.get(lp.name) is lp:
+            del self._layers[lp.name]
+        self._layers[new] = lp
         lp.name = new
 
     def rename_top(self, old: str, new: str) -> None:
@@ -119,13 +122,26 @@ class CaffeExporter:
         self._tops.add(new)
 
     def add(self, type_: str, name: str, bottoms: list, tops: list[str] | None = None, blobs=None):
-        """Append a Caffe layer; `bottoms` are CaffeValues or top names, `blobs` a function giving its blobs."""
+        """Append a Caffe layer; `bottoms` are CaffeValues or top names, `blobs` a function giving its blobs.
+
+        A name already taken (a Keras layer shared by several calls) becomes `name_2`, ...; with blobs, the copies
+        then name their parameters (`param { name }`), so that Caffe shares them as Keras does.
+        """
+        first = self._layers.get(name)
+        if first is not None:
+            name = self.unique_layer(name)
         lp = self.net.layer.add()
         lp.name, lp.type = name, type_
+        self._layers[name] = lp
         lp.bottom.extend(b.top if isinstance(b, CaffeValue) else b for b in bottoms)
         lp.top.extend(tops if tops is not None else [self.unique_top(name)])
         if blobs is not None:
             self.blobs[name] = (type_, blobs)
+            if first is not None:
+                shared = [f"{first.name}_param{i}" for i in range(len(blobs()))]
+                for copy in ((first, lp) if not first.param else (lp,)):
+                    for n in shared:
+                        copy.param.add().name = n
         return lp
 
     def plain(self, v: CaffeValue, layer) -> CaffeValue:
