@@ -4,7 +4,8 @@ group (the optimizer's variables in its own order), so that `load_model` recompi
 stopped. Files from any Keras writer are read: Keras 2 configs (legacy optimizers, `lr`), TF 2.11+
 (`Custom>Adam`), Keras 3 (`module`/`registered_name` forms). Keras 3's `.keras` archives carry the same state as
 `compile_config` plus the optimizer's variables under `optimizer/vars`: `recompile_keras3` reads it and
-`keras3_compiled_state` produces it for kconvert's `.keras` writer.
+`keras3_compiled_state` produces it for kconvert's `.keras` writer; `keras3_h5_training_state` gives what Keras 3's
+legacy `.h5` holds and `keras3_optimizer_variables` what its `save_weights` stores.
 """
 
 from __future__ import annotations
@@ -137,8 +138,11 @@ def recompile(model, config: dict, saved_optimizer_weights, keras_version: str |
     if saved_optimizer_weights:
         try:
             opt = model._compiled.optimizer
+            values = [np.asarray(v) for _, v in saved_optimizer_weights]
+            if len(values) == len(opt.variables()) and int(values[0]) == 0:
+                return True  # saved before its first step: only the iteration count and learning rate, as compiled
             opt.build(model.trainable_weights)
-            opt.set_weights([np.asarray(v) for _, v in saved_optimizer_weights])
+            opt.set_weights(values)
         except (KConvertError, ValueError, TypeError) as e:
             warnings.warn(f"{file}: the optimizer state could not be restored ({e}); training restarts it",
                           stacklevel=3)
@@ -185,31 +189,88 @@ def _keras3_twin(optimizer):
     return twin
 
 
-def keras3_compiled_state(model) -> tuple[dict, tuple[str, list[np.ndarray]] | None] | None:
-    """(compile_config, (optimizer name, its variables in Keras 3's `optimizer/vars` order) or None) that Keras 3
-    writes into a `.keras` archive for `model`'s compiled state; None when there is none to write, or when the
-    model was compiled from a Keras 3 archive and not trained since (the archive's own state is written back)."""
+def _keras3_compiled(model, target: str, stacklevel: int):
+    """(the optimizer as Keras 3's, the compile arguments as Keras 3 records them) of a compiled model; None with a
+    warning when its optimizer follows the legacy Keras 2 rules (the `target` is then written without them)."""
+    twin = _keras3_twin(model._compiled.optimizer)
+    if twin is None:
+        warnings.warn(f"model {model.name}: its optimizer follows the legacy Keras 2 rules, which Keras 3 does not "
+                      f"have; the {target} is written without the training configuration", stacklevel=stacklevel)
+        return None
+    cfg = getattr(model, "compiled_config", None) or {}
+    return twin, {"loss": _keras3_entry(cfg.get("loss"), losses_mod.serialize),
+                  "loss_weights": cfg.get("loss_weights"),
+                  "metrics": _keras3_entry(cfg.get("metrics"), metrics_mod.serialize),
+                  "weighted_metrics": _keras3_entry(cfg.get("weighted_metrics"), metrics_mod.serialize),
+                  "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+
+def keras3_compiled_state(model) -> tuple[dict, tuple[str, list[np.ndarray]]] | None:
+    """(compile_config, (optimizer name, its variables in Keras 3's `optimizer/vars` order)) that Keras 3 writes into
+    a `.keras` archive for `model`'s compiled state (an optimizer before its first step has only its iteration count
+    and learning rate); None when there is none to write, or when the model was compiled from a Keras 3 archive and
+    not trained since (the archive's own state is written back)."""
     compiled = getattr(model, "_compiled", None)
     if compiled is None:
         return None
     if compiled.from_file is not None and getattr(model, "_keras3_compile_config", None) is not None:
         return None
-    twin = _keras3_twin(compiled.optimizer)
-    if twin is None:
-        warnings.warn(f"model {model.name}: its optimizer follows the legacy Keras 2 rules, which Keras 3 does not "
-                      "have; the .keras archive is written without the training configuration", stacklevel=4)
+    found = _keras3_compiled(model, ".keras archive", stacklevel=5)
+    if found is None:
         return None
-    cfg = getattr(model, "compiled_config", None) or {}
-    compile_config = {"optimizer": optimizers_mod.serialize(twin),
-                      "loss": _keras3_entry(cfg.get("loss"), losses_mod.serialize),
-                      "loss_weights": cfg.get("loss_weights"),
-                      "metrics": _keras3_entry(cfg.get("metrics"), metrics_mod.serialize),
-                      "weighted_metrics": _keras3_entry(cfg.get("weighted_metrics"), metrics_mod.serialize),
-                      "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
-    state = None
-    if twin._built:
-        state = (twin.name, [np.asarray(w.value) for w in twin.variables()])
-    return compile_config, state
+    twin, entries = found
+    compile_config = {"optimizer": optimizers_mod.serialize(twin), **entries}
+    return compile_config, (twin.name, [np.asarray(w.value) for w in twin.variables()])
+
+
+def keras3_optimizer_variables(model) -> tuple[str, list[np.ndarray]] | None:
+    """(optimizer name, its current variables in Keras 3's order) as Keras 3's `save_weights` stores them under
+    `optimizer/vars`; None for a model that is not compiled (or whose optimizer Keras 3 does not have)."""
+    if getattr(model, "_compiled", None) is None:
+        return None
+    found = _keras3_compiled(model, "weights file", stacklevel=4)
+    if found is None:
+        return None
+    twin = found[0]
+    return twin.name, [np.asarray(w.value) for w in twin.variables()]
+
+
+def _legacy_form(entry):
+    """A Keras 3 `compile_config` entry as Keras 3's legacy `.h5` writer serializes it: objects as
+    `{"class_name", "config"}` (no `module` / `registered_name`), names and functions as strings."""
+    if isinstance(entry, dict) and "class_name" in entry:
+        return {"class_name": entry["class_name"], "config": entry.get("config")}
+    if isinstance(entry, dict):
+        return {k: _legacy_form(v) for k, v in entry.items()}
+    if isinstance(entry, (list, tuple)):
+        return [_legacy_form(v) for v in entry]
+    return entry
+
+
+def _major(keras_version) -> int:
+    head = str(keras_version or "").split(".")[0]
+    return int(head) if head.isdigit() else 0
+
+
+def keras3_h5_training_state(model) -> tuple[dict | None, list[tuple[str, np.ndarray]] | None] | None:
+    """(training_config, optimizer_weights) that Keras 3's legacy `.h5` writer stores for a compiled `model`:
+    `model._compile_config` less the optimizer, plus `optimizer_config` (registered class name and Keras 3 config),
+    and `optimizer.variables` by their paths (`sgd/iteration`, `sgd/learning_rate`, `sgd/<var>_momentum`, ...).
+    None when the model is not compiled; a model compiled from a Keras 3 `.h5` and not trained since gives the
+    file's own state back."""
+    compiled = getattr(model, "_compiled", None)
+    if compiled is None:
+        return None
+    if (compiled.from_file is not None and getattr(model, "_keras3_compile_config", None) is None
+            and _major(getattr(model, "_source_keras_version", None)) >= 3):
+        return compiled.from_file
+    found = _keras3_compiled(model, "Keras 3 .h5 file", stacklevel=5)
+    if found is None:
+        return None, None
+    twin, entries = found
+    config = {**_legacy_form(entries),
+              "optimizer_config": {"class_name": type(twin).__name__, "config": twin.get_config()}}
+    return config, [(w.name, np.asarray(w.value)) for w in twin.variables()]
 
 
 def recompile_keras3(model, compile_config: dict, optimizer_state, file: str) -> bool:
