@@ -67,3 +67,15 @@ class UnsafeError(KConvertError):
 
 class ExportError(KConvertError):
     """A layer (or one of its options) cannot be written in the target format (ONNX, Caffe)."""
+
+
+class GraphvizNotFoundError(ExportError):
+    """Rendering a plot (png, svg, pdf) needs Graphviz's `dot` program, which is not installed."""
+
+
+class KConvertWarning(UserWarning):
+    """Something in an input file is suspicious but loadable (NaN/Inf weights); `strict=True` makes it an error."""
+
+
+class NonFiniteWeightsError(WeightsError):
+    """Weights hold NaN or Inf (a corrupted file that still parses), refused because the caller passed strict=True."""

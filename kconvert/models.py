@@ -11,6 +11,7 @@ import numpy as np
 
 from .converters import keras1, keras1_weights, keras3_config, keras3_weights, keras_config, keras_weights  # noqa: F401 - keras1: dialect hooks
 from .errors import ConfigError, FormatError, GraphError, KConvertError, ShapeError
+from .formats.finite_weights import check_finite, model_weights
 from .ir import Graph, Node, Value, check_unique_names
 from .layers import InputLayer, Layer, register_layer
 from .layers.base import weights_follow
@@ -145,8 +146,8 @@ class Model(Layer):
             if missing:
                 raise ConfigError(f"predict() got a dict without the inputs {missing}", layer=self.name)
             arrays = [x[n] for n in names]
-        elif isinstance(x, (list, tuple)) and len(names) > 1:
-            arrays = list(x)
+        elif isinstance(x, (list, tuple)) and (len(names) > 1 or (len(x) == 1 and hasattr(x[0], "shape"))):
+            arrays = list(x)  # one input may come as a list of one array, as Keras accepts it
         else:
             arrays = [x]
         if len(arrays) != len(names):
@@ -176,7 +177,7 @@ class Model(Layer):
 
     def _run(self, feeds: list[np.ndarray], batch_size: int | None, runtime: str | None = None,
              device: str | None = None) -> list[np.ndarray]:
-        from .onnx_predict import RUNTIMES, OnnxPredictor, predict_onnx
+        from .onnx_predict import RUNTIMES, predict_onnx, predictor_for
 
         runtime = runtime or self.runtime
         if runtime not in RUNTIMES:
@@ -184,9 +185,7 @@ class Model(Layer):
         if feeds and any(getattr(la, "mixes_batch", False) for la in self.layers):
             batch_size = max(len(feeds[0]), 1)  # its output is not per sample: run the batch whole (SSD detections)
         if runtime == "onnx":
-            if self._predictor is None:
-                self._predictor = OnnxPredictor()
-            session = self._predictor.session(self, device or self.device)
+            session = predictor_for(self).session(self, device or self.device)
             outs = predict_onnx(session, feeds, batch_size) if session is not None else None
             if outs is not None:
                 return outs
@@ -356,27 +355,39 @@ class Model(Layer):
         return getattr(self, "_training_config", None), self.optimizer_weights
 
     def save_weights(self, filepath, overwrite: bool = True, save_format: str | None = None, **kwargs) -> None:
-        """Write a legacy `save_weights` HDF5 file."""
+        """Write the weights: `*.weights.h5` in Keras 3's layout (with the compiled optimizer's variables, as
+        `keras.Model.save_weights` writes them), any other name as tf_keras's HDF5 (layer weights only)."""
         from .formats.keras_h5 import write_keras_h5
 
         path = os.fspath(filepath)
         if not overwrite and os.path.exists(path):
             raise FormatError("the file exists and overwrite=False", file=path)
         if path.endswith(".weights.h5"):  # Keras 3's layout, as keras.Model.save_weights writes it
-            from .formats.keras3_weights import write_keras3_weights
+            from .formats.keras3_weights import StateGroup, write_keras3_weights
+            from .runtime import training_config
 
-            write_keras3_weights(path, keras3_weights.model_state(keras3_config.prepare_for_keras3(self),
-                                                                  getattr(self, "_keras3_optimizer_state", None)))
+            # compiled: the optimizer's current variables, as Keras 3 writes them; else what a loaded file carried
+            optimizer = getattr(self, "_keras3_optimizer_state", None)
+            if getattr(self, "_compiled", None) is not None:
+                state = training_config.keras3_optimizer_variables(self)
+                optimizer = None if state is None else StateGroup(vars=state[1], name=state[0], has_vars=True)
+            write_keras3_weights(path, keras3_weights.model_state(keras3_config.prepare_for_keras3(self), optimizer))
             return
         write_keras_h5(path, layer_weights=keras_weights.weight_groups(self.layers),
                        keras_version=keras_config.KERAS_VERSION, backend="tensorflow")
 
     def load_weights(self, filepath, by_name: bool = False, skip_mismatch: bool = False,
-                     source_backend: str | None = None, **kwargs) -> None:
+                     source_backend: str | None = None, strict: bool = False, **kwargs) -> None:
         """Load HDF5 weights: by position (Keras's default) or, with `by_name=True`, by layer name.
 
         `source_backend` ('tensorflow', 'theano', 'cntk') overrides the backend inferred for the file.
+        NaN/Inf in the loaded weights warn (KConvertWarning), or raise NonFiniteWeightsError with `strict=True`.
         """
+        self._load_weights_from(filepath, by_name, skip_mismatch, source_backend, **kwargs)
+        check_finite(model_weights(self), os.fspath(filepath), strict)
+
+    def _load_weights_from(self, filepath, by_name: bool, skip_mismatch: bool, source_backend: str | None,
+                           **kwargs) -> None:
         from .formats.detect import detect_format
         from .formats.keras_h5 import read_keras_h5
 
@@ -581,11 +592,19 @@ def model_from_yaml(yaml_string: str, custom_objects: dict | None = None, safe_m
 
 
 def load_model(filepath, custom_objects: dict | None = None, compile: bool = True, safe_mode: bool = True,
-               source_backend: str | None = None, **kwargs) -> Model:
+               source_backend: str | None = None, strict: bool = False, **kwargs) -> Model:
     """Load a whole-model Keras `.h5` file (or a JSON/YAML config, architecture only).
 
     `source_backend` ('tensorflow', 'theano', 'cntk') overrides the backend inferred for the file's weights.
+    NaN/Inf in the loaded weights warn (KConvertWarning), or raise NonFiniteWeightsError with `strict=True`.
     """
+    model = _load_model(filepath, custom_objects, compile, safe_mode, source_backend, **kwargs)
+    check_finite(model_weights(model), os.fspath(filepath), strict)
+    return model
+
+
+def _load_model(filepath, custom_objects: dict | None, compile: bool, safe_mode: bool, source_backend: str | None,
+                **kwargs) -> Model:
     from .formats.detect import detect_format
     from .formats.keras_h5 import read_keras_h5
     from .formats.keras_text import read_config_file
@@ -655,11 +674,16 @@ def _save_keras3(model: Model, path: str, archive: bool, include_optimizer: bool
     layers = ready.layers if isinstance(ready, Model) else [ready]
     if isinstance(ready, Model):
         layers = keras3_weights.keras3_layers(ready)
-    k3_h5 = keras3_config.keras_major(getattr(model, "_source_keras_version", None)) >= 3
+    training, opt_weights = None, None
+    if include_optimizer:  # the compiled state; uncompiled, what a Keras 3 .h5 it came from carried
+        state = training_config.keras3_h5_training_state(model)
+        if state is not None:
+            training, opt_weights = state
+        elif keras3_config.keras_major(getattr(model, "_source_keras_version", None)) >= 3:
+            training, opt_weights = getattr(model, "_training_config", None), model.optimizer_weights
     write_keras_h5(path, layer_weights=keras3_weights.legacy_weight_groups(layers),
                    model_config=keras3_config.model_to_keras3_config(ready, legacy=True),
-                   training_config=getattr(model, "_training_config", None) if include_optimizer and k3_h5 else None,
-                   optimizer_weights=model.optimizer_weights if include_optimizer and k3_h5 else None,
+                   training_config=training, optimizer_weights=opt_weights,
                    keras_version=KERAS3_VERSION, backend="tensorflow")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError, KConvertError, UnknownLayerError
 from .caffe_layers import CAFFE_LAYERS, CaffeBuilder, batch_norm
+from .keras_config import CONFIG_FAILURES
 
 
 def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "channels_last",
@@ -18,12 +19,17 @@ def caffe_net_to_model(net, weights: dict | None = None, data_format: str = "cha
 
     `progress(done, total)` is called after each Caffe layer.
     """
-    if weights is not None:  # every weight is then set from a blob: skip the random draws it would overwrite
-        from ..layers.base import weights_follow
+    try:
+        if weights is not None:  # every weight is then set from a blob: skip the random draws it would overwrite
+            from ..layers.base import weights_follow
 
-        with weights_follow():
-            return _build(net, weights, data_format, file, model_cls, progress)
-    return _build(net, weights, data_format, file, model_cls, progress)
+            with weights_follow():
+                return _build(net, weights, data_format, file, model_cls, progress)
+        return _build(net, weights, data_format, file, model_cls, progress)
+    except MemoryError as e:  # the layers' own handler names the layer; this catches what falls between them
+        raise ConfigError(f"the net declares weights too large to allocate ({e})", file=file) from None
+    except CONFIG_FAILURES as e:
+        raise ConfigError(f"the net cannot be built ({type(e).__name__}: {e})", file=file) from e
 
 
 def _build(net, weights, data_format, file, model_cls, progress):
@@ -45,6 +51,8 @@ def _build(net, weights, data_format, file, model_cls, progress):
         for bottom in lp.bottom:
             available.pop(bottom, None)
         if lp.type == "Split":
+            if len(ins) != 1:
+                raise ConfigError(f"a Split layer reads one bottom, this one {len(ins)}", file=file, layer=lp.name)
             outs = [ins[0]] * len(lp.top)
         elif lp.type == "BatchNorm" and _scale_follows(layers, i):
             outs = batch_norm(builder, lp, ins, scale_lp=layers[i + 1])
@@ -61,7 +69,10 @@ def _build(net, weights, data_format, file, model_cls, progress):
                 outs = fn(builder, lp, ins)
             except KConvertError as e:
                 raise e.with_context(file=file, layer=lp.name) from None
-            except (ValueError, TypeError) as e:
+            except MemoryError as e:
+                raise ConfigError(f"{lp.type}: its parameters declare weights too large to allocate ({e})", file=file,
+                                  layer=lp.name) from None
+            except CONFIG_FAILURES as e:
                 raise ConfigError(f"{lp.type}: {e}", file=file, layer=lp.name) from None
         if lp.type == "Input":
             inputs.extend(outs)
@@ -81,6 +92,8 @@ def _build(net, weights, data_format, file, model_cls, progress):
     for top in available:  # in the order of their (last) writers in the prototxt
         if values[top] not in outputs and values[top] not in inputs:
             outputs.append(values[top])
+    if not outputs:
+        raise ConfigError("the net has no output (every top is an input or read by a later layer)", file=file)
     if model_cls is None:
         from ..layers.base import get_layer_class
 

@@ -8,6 +8,7 @@ construction node and is never serialized).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -32,12 +33,38 @@ def keras_major(version: Any) -> int:
 # ---------------------------------------------------------------------------------------------- reading
 
 
+# What building layers from a malformed config can raise (a wrong type or value that a layer's constructor or
+# build trips on, a declared weight too large to allocate); turned into ConfigError naming the layer where known.
+CONFIG_FAILURES = (TypeError, ValueError, KeyError, IndexError, AttributeError, MemoryError, OverflowError,
+                   ZeroDivisionError, RecursionError)
+
+
+@contextlib.contextmanager
+def building(layer: str | None = None):
+    """Within the block, errors a malformed config causes become ConfigError (naming `layer` where known)."""
+    try:
+        yield
+    except KConvertError as e:
+        raise e.with_context(layer=layer) from None
+    except MemoryError as e:
+        raise ConfigError(f"the config declares weights too large to allocate ({e})", layer=layer) from e
+    except RecursionError:
+        raise ConfigError("the config is nested too deeply", layer=layer) from None
+    except CONFIG_FAILURES as e:
+        raise ConfigError(f"invalid config ({type(e).__name__}: {e})", layer=layer) from e
+
+
 def model_from_config(config: dict, custom_objects: dict | None = None, keras_version: Any = None,
                       safe_mode: bool = True) -> Layer:
     """Build a model (or a single layer) from a `{'class_name', 'config'}` dict of any Keras 2 writer.
 
     With `safe_mode=True` nothing in the config may execute code (Lambda bytecode is refused).
     """
+    with building():
+        return _model_from_config(config, custom_objects, keras_version, safe_mode)
+
+
+def _model_from_config(config: dict, custom_objects: dict | None, keras_version: Any, safe_mode: bool) -> Layer:
     if not isinstance(config, dict) or "class_name" not in config:
         raise ConfigError("a model config must be a dict with 'class_name' and 'config'")
     version = keras_version or config.get("keras_version")
@@ -76,7 +103,7 @@ def deserialize_entry(entry: dict, custom_objects: dict) -> Layer:
         return cls.from_config(dict(config))
     except KConvertError as e:
         raise e.with_context(layer=name) from None
-    except (TypeError, ValueError, KeyError) as e:
+    except CONFIG_FAILURES as e:
         raise ConfigError(f"invalid {class_name} config: {e}", layer=name) from e
 
 
@@ -93,7 +120,9 @@ def _sequential_from_config(config: Any, custom_objects: dict) -> Layer:
     model = seq_cls(name=name)
     model._legacy_form = _is_legacy_form(layer_entries)
     for entry in layer_entries:
-        model.add(deserialize_entry(entry, custom_objects))
+        layer = deserialize_entry(entry, custom_objects)
+        with building(getattr(layer, "name", None)):
+            model.add(layer)
     if not model.built and build_shape is not None:
         model.build(tuple(build_shape))
     return model
@@ -230,10 +259,8 @@ def _functional_from_config(config: Any, custom_objects: dict) -> Layer:
                 if isinstance(first, list) and len(first) == 1 and not getattr(
                         created[name], "preserve_input_structure", False):
                     first = first[0]  # tf.keras unnests a single tensor unless the layer keeps the structure
-                try:
+                with building(name):
                     created[name](first, *rest, **kwargs)
-                except KConvertError as e:
-                    raise e.with_context(layer=name) from None
                 progressed = True
         if not progressed:
             stuck = [n for n in order if pending[n]]

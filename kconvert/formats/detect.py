@@ -23,6 +23,7 @@ import re
 import zipfile
 
 from ..errors import FormatError, UnsupportedFormatError
+from .hdf5_safety import check_global_heaps
 from .keras_h5 import has_hdf5_signature
 
 __all__ = ["detect_format", "FORMATS", "CAFFE_FORMATS"]
@@ -111,6 +112,7 @@ def _detect_directory(path: str) -> str:
 def _detect_hdf5(path: str) -> str:
     import h5py
 
+    check_global_heaps(path)
     try:
         with h5py.File(path, "r") as f:
             attrs = f.attrs
@@ -144,10 +146,18 @@ def _is_caffe_hdf5(f) -> bool:
     """Caffe's HDF5 weights (Net::ToHDF5): groups data/<layer>/ holding datasets named 0, 1, ..."""
     import h5py
 
-    data = f.get("data")
+    if not isinstance(f.get("data", getlink=True), h5py.HardLink):
+        return False
+    data = f["data"]
     if not isinstance(data, h5py.Group) or not len(data):
         return False
-    return all(isinstance(g, h5py.Group) and all(k.isdigit() for k in g) for g in data.values())
+    for key in data:  # links are looked at, never followed
+        if not isinstance(data.get(key, getlink=True), h5py.HardLink):
+            return False
+        g = data[key]
+        if not isinstance(g, h5py.Group) or not all(k.isdigit() for k in g):
+            return False
+    return True
 
 
 def _detect_zip(path: str) -> str:

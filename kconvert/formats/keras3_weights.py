@@ -21,7 +21,8 @@ from typing import IO
 import numpy as np
 
 from ..errors import FormatError, KConvertError, WeightsError
-from .atomic import atomic_path
+from .atomic import atomic_path, h5_output
+from .hdf5_safety import check_dataset_size, check_global_heaps, member
 
 __all__ = ["StateGroup", "read_keras3_weights", "write_keras3_weights", "bfloat16_to_float32",
            "float32_to_bfloat16"]
@@ -115,13 +116,14 @@ def _read_vars(group, *, file, where: str) -> tuple[dict[int, np.ndarray], set[i
     for key in group.keys():
         if not key.isdigit():
             raise FormatError(f"{where} holds '{key}'; Keras 3 names variables 0, 1, 2, ...", file=file)
-        i, ds = int(key), group[key]
+        i, ds = int(key), member(group, key, file=file)
         if not isinstance(ds, h5py.Dataset):
             raise FormatError(f"{where}/{i} is a group, expected a variable dataset", file=file)
         nbytes = int(np.prod(ds.shape, dtype=np.int64)) * ds.dtype.itemsize
         if nbytes > MAX_ARRAY_BYTES:
             raise FormatError(f"{where}/{i} declares {nbytes} bytes, more than a model variable can hold",
                               file=file)
+        check_dataset_size(ds, file=file, where=f"{where}/{i}")
         try:
             arr = np.asarray(ds[()])
         except (OSError, ValueError, TypeError, RuntimeError) as e:
@@ -137,13 +139,19 @@ def _read_vars(group, *, file, where: str) -> tuple[dict[int, np.ndarray], set[i
     return arrays, bf16
 
 
-def _read_group(group, *, file, where: str) -> StateGroup:
-    """The tree below an HDF5 group; variables are kept by index (`_parts`) until `_finish` checks them."""
+def _read_group(group, *, file, where: str, seen: set | None = None) -> StateGroup:
+    """The tree below an HDF5 group; variables are kept by index (`_parts`) until `_finish` checks them.
+    A group reached twice (hard or soft links making a cycle or a shared subtree) is refused."""
     import h5py
 
+    seen = set() if seen is None else seen
+    if group.id in seen:
+        raise FormatError(f"{where or '/'} is reached twice through links (a cycle?); Keras writes a tree",
+                          file=file)
+    seen.add(group.id)
     node = StateGroup()
     for key in group.keys():
-        obj = group[key]
+        obj = member(group, key, file=file)
         path = f"{where}/{key}" if where else key
         if not isinstance(obj, h5py.Group):
             raise FormatError(f"{path} is a dataset outside a 'vars' group", file=file)
@@ -152,7 +160,7 @@ def _read_group(group, *, file, where: str) -> StateGroup:
             node.has_vars = True
             node.name = _attr_text(obj.attrs.get("name"))
         else:
-            node.children[key] = _read_group(obj, file=file, where=path)
+            node.children[key] = _read_group(obj, file=file, where=path, seen=seen)
     return node
 
 
@@ -180,6 +188,8 @@ def _merge(into: StateGroup, other: StateGroup) -> None:
 def _read_h5(source, file) -> StateGroup:
     import h5py
 
+    if isinstance(source, (str, os.PathLike)):
+        check_global_heaps(source)
     try:
         f = h5py.File(source, "r")
     except (OSError, ValueError, RuntimeError) as e:
@@ -279,7 +289,7 @@ def write_keras3_weights(target: str | os.PathLike | IO[bytes], root: StateGroup
     path = os.fspath(target)
     try:
         with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
+            with h5_output(tmp) as f:
                 _write_group(f, root, file=path, where="")
     except KConvertError:
         raise

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError, FormatError, KConvertError, UnsupportedFormatError, WeightsError
-from .atomic import atomic_path
+from .atomic import atomic_path, h5_output, h5_path
+from .hdf5_safety import check_dataset_size, check_global_heaps, member
 
 __all__ = [
     "HDF5_MAGIC",
@@ -152,14 +153,14 @@ def _read_weight_group(group, *, file, layer: str, where: str) -> WeightList:
     names = _read_string_list_attr(group.attrs, "weight_names", file=file, layer=layer) or []
     out: WeightList = []
     for wname in names:
-        try:
-            obj = group[wname]
-        except KeyError:
+        obj = member(group, wname, file=file, layer=layer)
+        if obj is None:
             raise FormatError(
                 f"weight '{wname}' is listed in weight_names but {where}/{wname} is missing", file=file, layer=layer
-            ) from None
+            )
         if not isinstance(obj, h5py.Dataset):
             raise FormatError(f"{where}/{wname} is a group, expected a weight dataset", file=file, layer=layer)
+        check_dataset_size(obj, file=file, where=f"{where}/{wname}", layer=layer)
         try:
             arr = np.asarray(obj[()])
         except (OSError, ValueError, TypeError, RuntimeError) as e:
@@ -184,6 +185,7 @@ def _open_h5(path: str):
         raise FormatError(f"cannot read the file: {e.strerror or e}", file=path) from None
     if not has_hdf5_signature(path):
         raise FormatError("is not an HDF5 file (no HDF5 signature)", file=path)
+    check_global_heaps(path)
     try:
         return h5py.File(path, "r")
     except (OSError, ValueError, RuntimeError) as e:
@@ -224,7 +226,7 @@ def _read(f, path: str) -> KerasH5File:
             raise FormatError(
                 "whole-model Keras file has a model_config but no 'model_weights' group", file=path
             )
-        wg = f["model_weights"]
+        wg = member(f, "model_weights", file=path)
         if not isinstance(wg, h5py.Group):
             raise FormatError("'model_weights' is not a group", file=path)
         where = "/model_weights"
@@ -255,23 +257,23 @@ def _read(f, path: str) -> KerasH5File:
         raise FormatError(f"the weights group '{where or '/'}' has no 'layer_names' attribute", file=path)
     out.layer_names = layer_names
     for lname in layer_names:
-        if lname not in wg:
+        g = member(wg, lname, file=path, layer=lname)
+        if g is None:
             raise FormatError(f"layer '{lname}' is listed in layer_names but {where}/{lname} is missing",
                               file=path, layer=lname)
-        g = wg[lname]
         if not isinstance(g, h5py.Group):
             raise FormatError(f"{where}/{lname} is a dataset, expected a layer group", file=path, layer=lname)
         out.layer_weights[lname] = _read_weight_group(g, file=path, layer=lname, where=f"{where}/{lname}")
 
     if TOP_LEVEL_GROUP in wg and TOP_LEVEL_GROUP not in out.layer_weights:
-        g = wg[TOP_LEVEL_GROUP]
+        g = member(wg, TOP_LEVEL_GROUP, file=path, layer=TOP_LEVEL_GROUP)
         if isinstance(g, h5py.Group):
             out.top_level_model_weights = _read_weight_group(
                 g, file=path, layer=TOP_LEVEL_GROUP, where=f"{where}/{TOP_LEVEL_GROUP}"
             )
 
     if "optimizer_weights" in f:
-        g = f["optimizer_weights"]
+        g = member(f, "optimizer_weights", file=path)
         if not isinstance(g, h5py.Group):
             raise FormatError("'optimizer_weights' is not a group", file=path)
         out.optimizer_weights = _read_weight_group(g, file=path, layer=None, where="/optimizer_weights")
@@ -391,7 +393,7 @@ def _stream_dataset(g, bname: bytes, arr) -> None:
                            dcpl=dcpl, lcpl=lcpl)
     offset = dsid.get_offset()
     row = dtype.itemsize * int(np.prod(arr.shape[1:]))
-    fd = os.open(g.file.filename, os.O_WRONLY)
+    fd = os.open(h5_path(g.file), os.O_WRONLY)
     try:
         for start, block in arr.chunks():
             data = memoryview(np.ascontiguousarray(block, dtype=dtype)).cast("B")
@@ -438,8 +440,6 @@ def write_keras_h5(
     Raises WeightsError for bad names or non-numeric arrays, ConfigError for a config that is not
     JSON-serialisable, KConvertError when the file cannot be written.
     """
-    import h5py
-
     from .keras_text import dump_json
 
     path = os.fspath(path)
@@ -461,7 +461,7 @@ def write_keras_h5(
 
     try:
         with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
+            with h5_output(tmp) as f:
                 if config_bytes is None:
                     _write_weights_group(f, layers, top_level, keras_version, backend)
                 else:

@@ -101,8 +101,9 @@ def _load_yaml(text: str, file) -> Any:
 
     from .keras_yaml import KerasYamlLoader
 
-    loader = KerasYamlLoader(text)
+    loader = None
     try:
+        loader = KerasYamlLoader(text)  # its reader refuses control characters already here
         return loader.get_single_data()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
@@ -117,7 +118,8 @@ def _load_yaml(text: str, file) -> Any:
     except RecursionError:
         raise FormatError("invalid YAML: nested too deeply", file=file) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def dump_json(obj: Any, **kw) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -29,6 +30,8 @@ def blob_shape(blob: BlobProto) -> tuple[int, ...]:
 def blob_to_array(blob: BlobProto, *, file: str | None = None, what: str = "blob") -> np.ndarray:
     """The values of a BlobProto as a float32 array of its shape (double and FP16 data converted)."""
     shape = blob_shape(blob)
+    if any(d < 0 for d in shape):
+        raise FormatError(f"{what}: shape {shape} has a negative dimension", file=file)
     if len(blob.data):
         values = np.asarray(blob.data, dtype=np.float32)
     elif len(blob.double_data):
@@ -45,7 +48,7 @@ def blob_to_array(blob: BlobProto, *, file: str | None = None, what: str = "blob
         values = np.frombuffer(blob.raw_data, dtype=dtype).astype(np.float32)
     else:
         raise FormatError(f"{what} holds no data", file=file)
-    expected = int(np.prod(shape)) if shape else 1
+    expected = math.prod(shape)  # Python integers: a huge declared shape cannot wrap around
     if values.size != expected:
         raise FormatError(f"{what}: shape {shape} needs {expected} values, the file holds {values.size}", file=file)
     return values.reshape(shape)

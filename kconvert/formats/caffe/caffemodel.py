@@ -425,12 +425,24 @@ def iter_layers(path: str | os.PathLike, *, keep_dtype: bool = False) -> Iterato
     return _Reader(path, keep_dtype).layers()
 
 
-def read_caffemodel(path: str | os.PathLike, *, keep_dtype: bool = False) -> CaffeModel:
+def read_caffemodel(path: str | os.PathLike, *, keep_dtype: bool = False, strict: bool = False) -> CaffeModel:
     """Read a whole caffemodel (V0, V1 or V2 layers). Blobs are read-only views of the mapped file
     where the encoding allows (the file stays mapped while any of them is alive); see the module
-    docstring for shapes and dtypes. Parsing touches only the few bytes around the blobs."""
+    docstring for shapes and dtypes. Parsing touches only the few bytes around the blobs.
+    NaN/Inf in the blobs warn (KConvertWarning), or raise NonFiniteWeightsError with `strict=True`; the scan
+    reads each blob once and gives its pages back."""
+    from ..finite_weights import check_finite, nonfinite_count
+
     reader = _Reader(path, keep_dtype)
     layers = list(reader.layers())
+    bad = []
+    for layer in layers:
+        for i, blob in enumerate(layer.blobs):
+            if nonfinite_count(blob):
+                bad.append((layer.name, f"{layer.name} blob {i}", blob))
+            release_pages(blob)
+    if bad:
+        check_finite(bad, reader.path, strict)
     return CaffeModel(reader.path, reader.net_name, layers)
 
 

@@ -170,6 +170,8 @@ def parse_prototxt(text: str, *, file: str | os.PathLike | None = None) -> NetPa
         scanner.walk(NetParameter.DESCRIPTOR)
     except _ScanError as err:
         scanner, problem = None, str(err)  # malformed: let text_format find and report the error
+    except RecursionError:
+        raise FormatError("the text nests blocks too deeply to be a Caffe net", file=file) from None
     original = text
     if scanner is not None:
         for start, end, replacement in reversed(scanner.edits):
@@ -177,6 +179,8 @@ def parse_prototxt(text: str, *, file: str | os.PathLike | None = None) -> NetPa
     net = NetParameter()
     try:
         text_format.Parse(text, net, allow_unknown_field=scanner is None or bool(scanner.unknown))
+    except RecursionError:
+        raise FormatError("the text nests blocks too deeply to be a Caffe net", file=file) from None
     except text_format.ParseError as err:
         error = _parse_error(err, original, file)
         if problem == "unexpected end":

@@ -1,0 +1,1 @@
+"""Fuzzing suite: every reader gets corrupted and hostile files; only kconvert.errors may escape."""
