@@ -145,12 +145,14 @@ def _feeds_embedding(model: Model) -> bool:
 
 
 def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | None = None,
-                   data_format: str = "channels_last", input_shape: tuple | None = None, progress=None) -> Model:
+                   data_format: str = "channels_last", input_shape: tuple | None = None, progress=None,
+                   strict: bool = False) -> Model:
     """The kconvert Model of a Caffe deploy net (with its caffemodel's weights, or the architecture only).
 
     Native Keras layers wherever they compute exactly what Caffe computes, kconvert's Caffe layers otherwise; the
     model predicts, saves (`.h5` for tf_keras, `.keras` for Keras 3) and trains like any other. `input_shape`
-    (N, C, H, W) replaces the shape the prototxt gives its first input.
+    (N, C, H, W) replaces the shape the prototxt gives its first input. NaN/Inf in the blobs warn, or raise
+    NonFiniteWeightsError with `strict=True`.
     """
     from .converters.caffe_net import caffe_net_to_model
     from .formats.caffe import deploy_net, read_prototxt
@@ -159,7 +161,7 @@ def caffe_to_keras(prototxt: str | os.PathLike, caffemodel: str | os.PathLike | 
     net = deploy_net(read_prototxt(os.fspath(prototxt)), file=os.fspath(prototxt))
     if input_shape is not None:
         _set_input_shape(net, input_shape, os.fspath(prototxt))
-    weights = read_caffemodel(os.fspath(caffemodel)).by_name() if caffemodel is not None else None
+    weights = read_caffemodel(os.fspath(caffemodel), strict=strict).by_name() if caffemodel is not None else None
     return caffe_net_to_model(net, weights, data_format=data_format, file=os.fspath(prototxt), progress=progress)
 
 
@@ -188,6 +190,7 @@ def keras_to_caffe(model_or_path, prototxt: str | os.PathLike, caffemodel: str |
     caffemodel (blobs streamed one layer at a time). Layers Caffe cannot compute exactly raise ExportError naming
     them. Returns the NetParameter written."""
     from .converters.caffe_export import model_to_caffe
+    from .formats.atomic import atomic_paths
     from .formats.caffe import write_prototxt
     from .formats.caffe.caffemodel import write_caffemodel
 
@@ -198,7 +201,11 @@ def keras_to_caffe(model_or_path, prototxt: str | os.PathLike, caffemodel: str |
         if weights:
             model.load_weights(weights)
     exporter = model_to_caffe(model)
-    if caffemodel is not None:
-        write_caffemodel(caffemodel, exporter.layer_blobs(), version=2, name=exporter.net.name)
-    write_prototxt(exporter.net, prototxt)
+    if caffemodel is None:
+        write_prototxt(exporter.net, prototxt)
+        return exporter.net
+    # both files are written before either is renamed into place: a failure leaves the old pair untouched
+    with atomic_paths(caffemodel, prototxt) as (caffemodel_tmp, prototxt_tmp):
+        write_caffemodel(caffemodel_tmp, exporter.layer_blobs(), version=2, name=exporter.net.name)
+        write_prototxt(exporter.net, prototxt_tmp)
     return exporter.net

@@ -61,6 +61,20 @@ class OnnxPredictor:
             return None, str(e)
 
 
+_PREDICTOR_LOCK = threading.Lock()
+
+
+def predictor_for(model) -> OnnxPredictor:
+    """The model's OnnxPredictor, made once even when several threads predict at the same time."""
+    predictor = model._predictor
+    if predictor is None:
+        with _PREDICTOR_LOCK:
+            if model._predictor is None:
+                model._predictor = OnnxPredictor()
+            predictor = model._predictor
+    return predictor
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer

@@ -9,7 +9,7 @@ import tempfile
 import onnx
 
 from ..errors import FormatError
-from .atomic import atomic_write
+from .atomic import TEMP_MARK, _target, atomic_write, commit
 
 # protobuf cannot serialize a message of 2 GB or more; stay clear of the limit
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**24
@@ -30,22 +30,22 @@ def write_onnx(proto: onnx.ModelProto, path: str | os.PathLike, external_data: b
         with atomic_write(path, "wb") as f:
             f.write(serialized if serialized is not None else proto.SerializeToString())
         return [path]
-    directory = os.path.dirname(os.path.abspath(path))
-    data_name = os.path.basename(path) + ".data"
-    staging = tempfile.mkdtemp(prefix=".kconvert-", dir=directory)
+    target = _target(path)
+    directory, name = os.path.split(target)
+    data_name = name + ".data"
+    # onnx writes the data file beside the model it saves: both go to a hidden staging folder in the target's
+    # directory, then are renamed into place, the data file first. A run killed between the two renames leaves
+    # the new data beside the old model; the other order would leave the new model beside the old data. Data
+    # first means a first conversion never shows a model file whose data is missing or half-written.
+    staging = tempfile.mkdtemp(prefix=f".{name}{TEMP_MARK}", dir=directory)
     try:
-        staged = os.path.join(staging, os.path.basename(path))
+        staged = os.path.join(staging, name)
         onnx.save_model(proto, staged, save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
         onnx.checker.check_model(staged, full_check=True)
-        umask = os.umask(0)
-        os.umask(umask)
-        for name in (data_name, os.path.basename(path)):
-            os.chmod(os.path.join(staging, name), 0o666 & ~umask)
-        os.replace(os.path.join(staging, data_name), os.path.join(directory, data_name))
-        os.replace(staged, os.path.join(directory, os.path.basename(path)))
+        commit([(os.path.join(staging, data_name), os.path.join(directory, data_name)), (staged, target)])
     except (OSError, ValueError, onnx.checker.ValidationError) as e:
-        raise FormatError(f"cannot write the ONNX model with external data: {e}", file=path) from e
+        raise FormatError(f"cannot write the ONNX model with external data: {e}", file=path) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [path, os.path.join(directory, data_name)]

@@ -14,13 +14,12 @@ Both files are written to temporary names in the target directory and renamed in
 from __future__ import annotations
 
 import os
-import secrets
 
 import numpy as np
 from onnx import ModelProto, TensorProto, helper
 
 from ..errors import KConvertError
-from .atomic import _fsync_dir, _target
+from .atomic import _remove_quietly, _target, commit, create_temp
 
 # protobuf field tags (field number << 3 | length-delimited)
 _MODEL_GRAPH = 0x3A  # ModelProto.graph = 7
@@ -43,15 +42,15 @@ class StreamedOnnx:
         self.path = _target(path)
         self.external = external
         self.data_name = os.path.basename(self.path) + ".data"
-        directory = os.path.dirname(self.path)
-        token = secrets.token_hex(4)
-        self._tmp_model = os.path.join(directory, f".{os.path.basename(self.path)}.{token}.tmp")
-        self._tmp_data = os.path.join(directory, f".{self.data_name}.{token}.tmp") if external else None
+        self._tmp_model = self._tmp_data = None
         self.streamed: dict[str, int] = {}  # initializer name -> offset of its entry (inline) or data
         self.min_bytes = STREAM_MIN_BYTES
         self._f = None
         try:
-            self._f = open(self._tmp_data if external else self._tmp_model, "xb")
+            self._tmp_model = create_temp(self.path)
+            if external:
+                self._tmp_data = create_temp(os.path.join(os.path.dirname(self.path), self.data_name))
+            self._f = open(self._tmp_data if external else self._tmp_model, "r+b")
             if not external:
                 self._f.write(bytes([_MODEL_GRAPH]) + _varint5(0))
         except OSError as e:
@@ -98,19 +97,15 @@ class StreamedOnnx:
                 self._f.seek(end)
 
     def finish(self, proto: ModelProto) -> list[str]:
-        """Write the rest of `proto` (whose graph holds the stubs), sync, and rename into place; the paths."""
+        """Write the rest of `proto` (whose graph holds the stubs), sync, and rename into place (`atomic.commit`)."""
         try:
             if self.external:
-                self._f.flush()
-                os.fsync(self._f.fileno())
                 self._f.close()
-                with open(self._tmp_model, "xb") as f:
+                with open(self._tmp_model, "r+b") as f:
                     f.write(proto.SerializeToString())
-                    f.flush()
-                    os.fsync(f.fileno())
-                _publish(self._tmp_data, os.path.join(os.path.dirname(self.path), self.data_name))
-                _publish(self._tmp_model, self.path)
-                _fsync_dir(os.path.dirname(self.path))
+                # the data file first: the model is what refers to it (see formats.onnx_file for the order)
+                commit([(self._tmp_data, os.path.join(os.path.dirname(self.path), self.data_name)),
+                        (self._tmp_model, self.path)])
                 return [self.path, os.path.join(os.path.dirname(self.path), self.data_name)]
             graph = proto.graph
             rest = [t for t in graph.initializer if t.name not in self.streamed]
@@ -131,11 +126,8 @@ class StreamedOnnx:
             f.write(head.SerializeToString())
             f.seek(1)
             f.write(_varint5(graph_len))
-            f.flush()
-            os.fsync(f.fileno())
             f.close()
-            _publish(self._tmp_model, self.path)
-            _fsync_dir(os.path.dirname(self.path))
+            commit([(self._tmp_model, self.path)])
             return [self.path]
         except OSError as e:
             self.abort()
@@ -150,14 +142,4 @@ class StreamedOnnx:
             self._f.close()
         for tmp in (self._tmp_model, self._tmp_data):
             if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-
-
-def _publish(tmp: str, final: str) -> None:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, final)
+                _remove_quietly(tmp)

@@ -685,7 +685,13 @@ def _csv_value(value):
 
 
 class CSVLogger(Callback):
-    """Streams each epoch's logs to a CSV file (columns: epoch, then the sorted log keys)."""
+    """Streams each epoch's logs to a CSV file (columns: epoch, then the sorted log keys).
+
+    A log, not a model output, so it is written as Keras writes it rather than atomically: opened at the start of
+    training (truncated, or appended to with `append=True`), one row written and flushed per epoch, so it can be
+    followed while training runs and keeps the rows of a run that crashed. (ModelCheckpoint's files go through
+    `model.save`/`save_weights`, which are atomic.)
+    """
 
     def __init__(self, filename, separator: str = ",", append: bool = False):
         super().__init__()
