@@ -1,15 +1,17 @@
-"""The `kconvert` command. Exit codes: 0 ok, 1 conversion or input error, 2 usage, 3 validation over tolerance."""
+"""The `kconvert` command. Exit codes: 0 ok, 1 conversion or input error, 2 usage, 3 validation over tolerance,
+4 internal error (a bug)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH = 0, 1, 2, 3
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_MISMATCH, EXIT_BUG = 0, 1, 2, 3, 4
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,16 +29,27 @@ def command(name: str):
 @command("inspect")
 def cmd_inspect(args: argparse.Namespace) -> int:
     from .api import inspect_file
-    from .formats.detect import CAFFE_FORMATS
+    from .formats.detect import CAFFE_FORMATS, detect_format
 
     if args.caffemodel and args.weights and args.caffemodel != args.weights:
         from .errors import ConfigError
 
         raise ConfigError("give the caffemodel once: as the second argument or as --weights")
-    report = inspect_file(args.file, weights=args.weights or args.caffemodel, mean=args.mean)
-    if args.json:
-        import json
+    from .cli_convert import inspect_onnx, is_onnx, print_onnx_report
 
+    weights = args.weights or args.caffemodel
+    if is_onnx(args.file):
+        report = inspect_onnx(args.file)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_onnx_report(report)
+        return EXIT_OK
+    config_weights = weights if weights and detect_format(args.file) in ("json", "yaml") else None
+    report = inspect_file(args.file, weights=None if config_weights else weights, mean=args.mean)
+    if config_weights:
+        report["weights"] = _config_weights(args.file, config_weights)
+    if args.json:
         print(json.dumps(report, indent=1, default=str))
         return EXIT_OK
     if report.get("kind") in CAFFE_FORMATS:
@@ -59,6 +72,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         for w in report["weights"]:
             print(f"  {w['name']:<50} {str(tuple(w['shape'])):<24} {w['dtype']}")
     return EXIT_OK
+
+
+def _config_weights(path: str, weights: str) -> list[dict]:
+    """The weights of a JSON/YAML config as loaded from its weights file (checked against the model)."""
+    from .api import load_any
+
+    model = load_any(path, weights=weights)
+    return [{"name": w.name, "shape": list(w.shape), "dtype": str(w.value.dtype)} for w in model.weights]
 
 
 def _shape_text(shape) -> str:
@@ -146,14 +167,18 @@ def _print_caffe_report(r: dict) -> None:
 
 @command("validate")
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .api import compare_models, load_any
+    from .api import compare_models
+    from .cli_convert import load_for_validate
 
-    model_a = load_any(args.model_a, weights=args.weights_a)
-    model_b = load_any(args.model_b, weights=args.weights_b)
+    model_a = load_for_validate(args.model_a, args.weights_a)
+    model_b = load_for_validate(args.model_b, args.weights_b)
     inputs = None
     if args.input:
         inputs = _load_inputs(args.input)
     report = compare_models(model_a, model_b, inputs=inputs, batch=args.batch, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=1))
+        return EXIT_OK if report["ok"] else EXIT_MISMATCH
     return _print_report(report)
 
 
@@ -288,24 +313,38 @@ def _input_shape(text: str | None) -> tuple | None:
 @command("caffe2keras")
 def cmd_caffe2keras(args: argparse.Namespace) -> int:
     from .convert import caffe_to_keras
-    from .formats.atomic import atomic_write
 
     model = caffe_to_keras(args.prototxt, args.caffemodel, data_format=args.data_format,
                            input_shape=_input_shape(args.input_shape), progress=_caffe_progress(args.caffemodel))
-    out = args.output
-    ext = os.path.splitext(out)[1].lower()
-    if ext in (".h5", ".hdf5", ".keras"):
-        model.save(out)
-    elif ext in (".json", ".yaml", ".yml"):
-        with atomic_write(out, "w") as f:
-            f.write(model.to_json() if ext == ".json" else model.to_yaml())
-    else:
-        from .errors import ConfigError
-
-        raise ConfigError(f"the output must end in .h5, .keras, .json or .yaml, got {out!r}")
-    print(f"wrote {out}: {len(model.layers)} layers, inputs {', '.join(model.input_names)}, outputs "
-          f"{', '.join(model.output_names)} ({args.data_format}{'' if args.caffemodel else ', architecture only'})")
+    write_keras(model, args.output, keras_version=args.keras_version, weights_out=args.weights_out,
+                note=f"{args.data_format}{'' if args.caffemodel else ', architecture only'}")
     return _check_caffe_report(args, model) if args.check else EXIT_OK
+
+
+def write_keras(model, out: str, keras_version: str | None = None, weights_out: str | None = None,
+                note: str = "") -> None:
+    """Save `model` by OUT's extension: .h5 (tf_keras, or Keras 3's with keras_version "3"), .keras, or a .json/.yaml
+    config (plus its weights in `weights_out`: a legacy .h5, or Keras 3's layout when it ends in .weights.h5)."""
+    from .errors import ConfigError
+    from .formats.atomic import atomic_write
+
+    ext = os.path.splitext(out)[1].lower()
+    if ext not in (".h5", ".hdf5", ".keras", ".json", ".yaml", ".yml"):
+        raise ConfigError(f"the output must end in .h5, .keras, .json or .yaml, got {out!r}")
+    if (keras_version == "2" and ext == ".keras") or (keras_version == "3" and ext in (".yaml", ".yml")):
+        raise ConfigError(f"Keras {keras_version} does not read {ext} files", file=out)
+    if weights_out and ext not in (".json", ".yaml", ".yml"):
+        raise ConfigError(f"a {ext} file holds its weights; --weights-out goes with a .json/.yaml output", file=out)
+    if ext in (".h5", ".hdf5", ".keras"):
+        model.save(out, keras_version=keras_version)
+    else:
+        with atomic_write(out, "w") as f:
+            f.write(model.to_json(keras_version=keras_version) if ext == ".json" else model.to_yaml())
+        if weights_out:
+            model.save_weights(weights_out)
+    what = f" and {weights_out}" if weights_out else ("" if ext in (".h5", ".hdf5", ".keras") else " (config only)")
+    print(f"wrote {out}{what}: {len(model.layers)} layers, inputs {', '.join(model.input_names)}, outputs "
+          f"{', '.join(model.output_names)}{f' ({note})' if note else ''}")
 
 
 def _caffe_progress(caffemodel: str | None):
@@ -391,9 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     pi = sub.add_parser("inspect", help="show a model file's format, layers, inputs/outputs and weights (Caffe: "
                         "also input shape, channel order and preprocessing)")
-    pi.add_argument("file")
+    pi.add_argument("file", help="a Keras, Caffe or .onnx file")
     pi.add_argument("caffemodel", nargs="?", help="with a Caffe prototxt: its .caffemodel (as --weights)")
-    pi.add_argument("--weights", help="with a Caffe prototxt: its .caffemodel (blob shapes, checked against the net)")
+    pi.add_argument("--weights", help="with a Caffe prototxt: its .caffemodel (blob shapes, checked against the net); "
+                    "with a JSON/YAML config: its weights .h5 (listed as loaded)")
     pi.add_argument("--mean", help="with a Caffe prototxt: the mean .binaryproto of its training data")
     pi.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -433,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("-o", "--output", required=True, help="OUT.h5 (tf_keras), OUT.keras (Keras 3), .json or .yaml")
     pc.add_argument("--data-format", choices=("channels_last", "channels_first"), default="channels_last")
     pc.add_argument("--input-shape", help="N,C,H,W replacing the prototxt's input shape")
+    pc.add_argument("--keras-version", choices=("2", "3"), help="with .h5/.json: 2 (tf_keras, default) or 3 (Keras 3)")
+    pc.add_argument("--weights-out", help="with a .json/.yaml output: write the weights to this .h5 (.weights.h5: "
+                    "Keras 3's layout)")
     pc.add_argument("--check", action="store_true", help="compare with the net run as Caffe computes it "
                     "(kconvert's NCHW run, and OpenCV 4.x when installed); exit 3 if over tolerance")
 
@@ -454,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="run the written net (read back by kconvert, and by OpenCV 4.x when installed) against "
                          "the Keras model (exit 3 if over tolerance)")
 
-    pv = sub.add_parser("validate", help="run two models on the same input and compare their outputs")
+    pv = sub.add_parser("validate", help="run two models (any format kconvert reads, or .onnx) on the same input "
+                        "and compare their outputs")
     pv.add_argument("model_a")
     pv.add_argument("model_b")
     pv.add_argument("--weights-a", help="weights file for MODEL_A when it is a JSON/YAML config")
@@ -462,12 +506,48 @@ def build_parser() -> argparse.ArgumentParser:
     pv.add_argument("--input", help="a .npy (one input) or .npz (inputs in key order) to feed both models")
     pv.add_argument("--batch", type=int, default=2, help="batch size of the random input (default 2)")
     pv.add_argument("--seed", type=int, default=0, help="seed of the random input (default 0)")
+    pv.add_argument("--json", action="store_true", help="machine-readable output")
+
+    from .cli_convert import register as register_convert
+
+    register_convert(sub)
+    from .cli_plot import register as register_plot
+
+    register_plot(sub)
+    for subparser in sub.choices.values():  # --debug after the subcommand too
+        subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                               help="show full tracebacks on errors")
+    for parser in (p, *sub.choices.values()):  # the sandbox options, before or after the subcommand
+        _add_sandbox_options(parser, default=argparse.SUPPRESS if parser is not p else None)
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from .errors import KConvertError
+def _add_sandbox_options(p: argparse.ArgumentParser, default) -> None:
+    from . import sandbox
 
+    def arg_type(parse):
+        def convert(text: str):
+            try:
+                return parse(text)
+            except ValueError as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+        return convert
+
+    env = os.environ.get
+    p.add_argument("--timeout", metavar="SECONDS", type=arg_type(sandbox.parse_seconds),
+                   default=default or env(sandbox.TIMEOUT_ENV, f"{sandbox.DEFAULT_TIMEOUT:g}"),
+                   help=f"stop a command still running after this many seconds: exit 1 (default "
+                        f"${sandbox.TIMEOUT_ENV} or {sandbox.DEFAULT_TIMEOUT:g}; 0: no limit)")
+    p.add_argument("--max-memory", metavar="SIZE", type=arg_type(sandbox.parse_size),
+                   default=default or env(sandbox.MAX_MEMORY_ENV, "0"),
+                   help=f"cap the command's address space, e.g. 512M or 8G: exit 1 when over it (default "
+                        f"${sandbox.MAX_MEMORY_ENV}, or no cap)")
+    p.add_argument("--no-sandbox", action="store_true", default=default or False,
+                   help="run in this process, not in a child process that turns a crash of a native reader "
+                        "into an error line (no --timeout, no --max-memory then)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -486,6 +566,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         import warnings
 
         warnings.showwarning = _one_line_warning
+    from . import sandbox
+
+    if argv is None and sandbox.wanted(args.no_sandbox):  # the real command line: readers in a child process
+        return sandbox.run(lambda: _run(args), sandbox.input_files(args), args.timeout, args.max_memory)
+    return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command; errors become one line and an exit code (the traceback with --debug)."""
+    from .errors import KConvertError
+
     try:
         return COMMANDS[args.command](args)
     except KConvertError as e:
@@ -499,6 +590,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at interpreter exit
         return EXIT_OK
+    except OSError as e:  # the system refused: a missing folder, no permission, a full disk
+        if args.debug:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"kconvert: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
+    except MemoryError:  # a file claiming huge sizes, or over --max-memory
+        if args.debug:
+            raise
+        from .sandbox import input_files, memory_error_line
+
+        print(memory_error_line(input_files(args)), file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as e:  # a bug in kconvert: one line, the traceback with --debug
+        if args.debug:
+            raise
+        text = " ".join(str(e).split())[:300]
+        print(f"kconvert: internal error: {type(e).__name__}: {text} (a bug in kconvert; rerun with --debug for "
+              "the traceback and report it)", file=sys.stderr)
+        return EXIT_BUG
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

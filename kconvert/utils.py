@@ -1,9 +1,11 @@
-"""Utilities classic Keras code imports from `keras.utils`: `Sequence`, `to_categorical`, `normalize`."""
+"""Utilities classic Keras code imports from `keras.utils`: `Sequence`, `to_categorical`, `normalize`,
+`plot_model`, `model_to_dot`."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from .plot import model_to_dot, plot_model
 from .runtime.data_adapter import Sequence, unpack_x_y_sample_weight
 
 
@@ -29,4 +31,4 @@ def normalize(x, axis: int = -1, order: int = 2) -> np.ndarray:
     return x / np.expand_dims(norm, axis)
 
 
-__all__ = ["Sequence", "to_categorical", "normalize", "unpack_x_y_sample_weight"]
+__all__ = ["Sequence", "to_categorical", "normalize", "unpack_x_y_sample_weight", "plot_model", "model_to_dot"]

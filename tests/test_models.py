@@ -108,6 +108,9 @@ def test_model_built_in_kconvert_loads_in_tf_keras(tfk, tmp_path, rng):
     twin = tfk.models.model_from_json(model.to_json())
     twin.load_weights(tmp_path / "w.h5")
     assert_close(twin.predict(x, verbose=0), model.predict(x))
+    # one input given as a list of one array, as Keras accepts it; a nested Python list stays data
+    assert_close(model.predict([x]), back.predict([x], verbose=0))
+    assert_close(model.predict(x.tolist(), runtime="numpy"), back.predict(np.array(x.tolist()), verbose=0))
 
 
 def test_summary_matches_tf_keras(multi, tmp_path):
