@@ -307,3 +307,29 @@ def test_fused_gru_cell_is_gru_step_bit_for_bit():
     kernel, bias = R.standard_normal((5, 15)).astype(np.float32), R.standard_normal(15).astype(np.float32)
     expected = gru_step(xp, h, kernel, bias, True, np.tanh, ops.sigmoid)
     np.testing.assert_array_equal(gru_cell(xp, h @ kernel + bias, h), expected)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_max_pool_gradient_fast_path_equals_the_tap_loop(channels_last, monkeypatch):
+    """Windows that tile the input (stride = window, no padding) take whole-array passes; the result is the tap
+    loop's, bit for bit, and a window holding its maximum twice still routes to the first tap."""
+    from kconvert.ops import pooling
+    from kconvert.ops.pooling import MaxPool
+
+    x = R.standard_normal((3, 6, 9, 4)).astype(np.float32)
+    if not channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+    y = MaxPool.forward(x, (2, 3), channels_last=channels_last)
+    g = R.standard_normal(y.shape).astype(np.float32)
+    fast = MaxPool.backward(g, (x,), y, (2, 3), channels_last=channels_last)[0]
+    with monkeypatch.context() as m:
+        m.setattr(pooling, "_tiled_max_grad", lambda *args: None)  # the general tap loop
+        slow = MaxPool.backward(g, (x,), y, (2, 3), channels_last=channels_last)[0]
+    np.testing.assert_array_equal(fast, slow)
+    assert np.count_nonzero(fast) == g.size
+    tied = np.ones_like(x)  # every window: all taps equal; the first tap takes the gradient
+    yt = MaxPool.forward(tied, (2, 3), channels_last=channels_last)
+    gt = MaxPool.backward(g, (tied,), yt, (2, 3), channels_last=channels_last)[0]
+    assert np.count_nonzero(gt) == g.size
+    first = gt[:, ::2, ::3] if channels_last else gt[:, :, ::2, ::3]
+    np.testing.assert_array_equal(first, g)

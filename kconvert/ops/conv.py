@@ -208,7 +208,7 @@ class Conv(Op):
                     gk.reshape(kernel.shape) if need_k else None)
         gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype)
         if groups == 1:
-            kt = kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1)  # (kprod, cout, cin)
+            kt = np.ascontiguousarray(kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1))  # (kprod, cout, cin)
         else:
             kt = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(0, 2, 3, 1)[:, :, None]  # (kprod,g,1,cout_g,cin_g)
         n = xl.shape[0]
@@ -224,8 +224,11 @@ class Conv(Op):
                         win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
                     cols = saved if saved is not None else win.reshape(m, kprod * cin_g)
                     gk[0] += cols.T @ g2
-                if need_x:
-                    gcols = np.matmul(g2, kt)  # (kprod, m, cin): contiguous per tap, for col2im
+                if need_x:  # one product per tap, added into place while it is still in cache
+                    gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)
+                    for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
+                        gxp[sl] += np.matmul(g2, kt[j]).reshape(*lead, cin_g)
+                    gx[b] = gxp[crop]
             else:
                 gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)
                 if need_k:
@@ -236,7 +239,7 @@ class Conv(Op):
                 if need_x:
                     gcols = np.matmul(gg[:, None], kt[:, :, 0, None]).reshape(kprod, groups, m, cin_g)
                     gcols = gcols.transpose(0, 2, 1, 3)  # (kprod, m, g, cin_g)
-            if need_x:
+            if need_x and groups > 1:
                 gxp = _col2im(gcols.reshape(kprod, *lead, -1), ksize, strides, dilations, padded)
                 gx[b] = gxp[crop]
         if not need_k:

@@ -94,6 +94,32 @@ def _where_or_zero(mask, g):
     return bits.view(g.dtype)
 
 
+def _tiled_max_grad(x, grad, output, axes, ksize):
+    """Max pooling's gradient where the windows tile the input exactly (stride = window, no padding), in a few
+    whole-array passes: each window's maximum is found by comparing with the output broadcast over its window.
+    None when a window holds its maximum twice (then the tap order decides, as in the general loop)."""
+    split, keep = [], []  # x's shape with each pooled axis split into (windows, window)
+    for a, size in enumerate(x.shape):
+        if a in axes:
+            k = ksize[axes.index(a)]
+            split += [size // k, k]
+            keep += [size // k, 1]
+        else:
+            split.append(size)
+            keep.append(size)
+    hit = np.equal(x.reshape(split), np.reshape(output, keep))
+    if np.count_nonzero(hit) != np.size(output):  # ties (or NaN): not one tap per window
+        return None
+    g = np.broadcast_to(np.reshape(grad, keep), split)
+    if g.dtype.kind == "f" and g.dtype.itemsize in (4, 8):  # _where_or_zero's bit AND, broadcasting the gradient
+        ut = np.uint32 if g.dtype.itemsize == 4 else np.uint64
+        bits = hit.astype(ut)
+        np.negative(bits, out=bits)
+        np.bitwise_and(bits, g.view(ut), out=bits)
+        return bits.view(g.dtype).reshape(x.shape)
+    return np.where(hit, g, 0).astype(grad.dtype, copy=False).reshape(x.shape)
+
+
 def _onnx_pool(builder, op_type, x_name, ksize, strides, pads, channels_last, **extra):
     n_sp = len(ksize)
     if channels_last:
@@ -123,7 +149,12 @@ class MaxPool(Op):
     def backward(grad, inputs, output, ksize, strides=None, pads=None, channels_last=True):
         """The gradient goes to the first tap holding the window's maximum."""
         (x,) = inputs
-        ksize, strides, pads, axes, _, out = _geometry(x, ksize, strides, pads, channels_last)
+        ksize, strides, pads, axes, sizes, out = _geometry(x, ksize, strides, pads, channels_last)
+        if strides == ksize and not any(lo or hi for lo, hi in pads) and \
+                all(s == o * k for s, o, k in zip(sizes, out, ksize)):
+            tiled = _tiled_max_grad(x, grad, output, axes, ksize)
+            if tiled is not None:
+                return (tiled,)
         xp = _pad(x, axes, pads, _lowest(x.dtype))
         gxp = np.zeros(xp.shape, dtype=grad.dtype)
         taken = np.zeros(output.shape, dtype=bool)
