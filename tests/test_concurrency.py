@@ -261,3 +261,32 @@ def test_processes_converting_at_once(variants, tmp_path):
     for m in models[1:]:
         assert m.get_config() == models[0].get_config()
         assert all(np.array_equal(a, b) for a, b in zip(_weights(m), _weights(models[0])))
+
+
+def test_training_and_onnx_tracing_in_two_threads_keep_each_others_numpy_coercion():
+    """The gradient tape and the ONNX tracer both need np.asarray to hand their values back; one thread recording a
+    tape while another traces a Lambda must not restore numpy's functions under the other (kconvert/ops/coercion)."""
+    import kconvert
+    from kconvert.ops import coercion
+    from kconvert.runtime.autodiff import GradientTape
+
+    started, release = threading.Event(), threading.Event()
+
+    def recording():
+        with GradientTape():
+            started.set()
+            release.wait(10)
+            assert np.asarray is not coercion.asarray  # still patched for this tape
+
+    worker = threading.Thread(target=recording)
+    worker.start()
+    started.wait(10)
+    inp = kconvert.Input((4,))
+    model = kconvert.Model(inp, kconvert.layers.Lambda(lambda x: np.asarray(x) * 2.0, output_shape=lambda s: s)(inp))
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    out = model.predict(x, runtime="onnx")  # lowering traces the Lambda: the tracer's handler joins, then leaves
+    assert np.asarray is not coercion.asarray, "the tracer restored numpy's functions while a tape records"
+    release.set()
+    worker.join(10)
+    np.testing.assert_array_equal(out, x * 2)
+    assert np.asarray is coercion.asarray and np.array is coercion.array  # both done: numpy's own again

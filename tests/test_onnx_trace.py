@@ -18,9 +18,10 @@ from conftest import assert_close
 import kconvert
 from kconvert import backend as KB
 from kconvert import layers as L
-from kconvert.converters.onnx_lowering import lower_model, max_opset, registry, trace
+from kconvert.converters.onnx_lowering import lower_model, max_opset, registry
 from kconvert.errors import ExportError
 from kconvert.models import Input, Model
+from kconvert.ops import coercion
 from kconvert.runtime import numpy_engine
 
 # the Lambdas below are written against the global `K`, as users write them: tf_keras.backend while tf_keras
@@ -386,4 +387,4 @@ def test_untraceable_calls_name_the_layer_and_the_reason(fn, reason):
     model = Model(inp, L.Lambda(fn, name="bad", output_shape=lambda s: s)(inp))
     with pytest.raises(ExportError, match=f"layer 'bad'.*Lambda.*cannot be traced.*{reason}"):
         lower_model(model)
-    assert np.asarray is trace._asarray and np.array is trace._array  # numpy's functions are restored
+    assert np.asarray is coercion.asarray and np.array is coercion.array  # numpy's functions are restored

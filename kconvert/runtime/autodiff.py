@@ -32,7 +32,6 @@ statistics) is applied to the weights as plain arrays, outside the gradient.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import itertools
 import threading
@@ -44,11 +43,12 @@ import numpy as np
 from ..errors import KConvertError
 from ..ops import logits
 from ..ops.base import OPS, unbroadcast
+from ..ops.coercion import asarray as _asarray  # numpy's own, whatever patch is installed
+from ..ops.coercion import numpy_takes
 from .numpy_engine import run_graph
 
 __all__ = ["AutodiffError", "GradientTape", "Var", "gradients", "value_and_grad"]
 
-_asarray, _asanyarray, _array, _ascontiguousarray = np.asarray, np.asanyarray, np.array, np.ascontiguousarray
 
 
 class AutodiffError(KConvertError):
@@ -578,39 +578,29 @@ def _stack_nested(obj):
     return np.stack(parts) if _has_var(parts) else _asarray(parts)
 
 
-def _coercion(orig: Callable, copies: bool) -> Callable:
-    @functools.wraps(orig)
-    def coerce(obj, *args, **kwargs):
-        t = type(obj)
-        if t is Var or ((t is list or t is tuple) and _has_var(obj)):
-            dtype = args[0] if args else kwargs.get("dtype")
-            v = obj if t is Var else _stack_nested(obj)
-            if dtype is not None and np.dtype(dtype) != v.dtype:
-                return v.astype(dtype)
-            return Var(v.data, v.node) if v is obj and copies and kwargs.get("copy", True) is not False else v
-        return orig(obj, *args, **kwargs)
-    return coerce
-
-
-_PATCHED = (_coercion(_asarray, False), _coercion(_asanyarray, False), _coercion(_array, True),
-            _coercion(_ascontiguousarray, False))
+def _take_var(obj, args: tuple, kwargs: dict, copies: bool):
+    """np.asarray & co. on a Var (or a list holding Vars): the Var itself (stacked, cast to a dtype asked for)."""
+    t = type(obj)
+    if t is Var or ((t is list or t is tuple) and _has_var(obj)):
+        dtype = args[0] if args else kwargs.get("dtype")
+        v = obj if t is Var else _stack_nested(obj)
+        if dtype is not None and np.dtype(dtype) != v.dtype:
+            return v.astype(dtype)
+        return Var(v.data, v.node) if v is obj and copies and kwargs.get("copy", True) is not False else v
+    return NotImplemented
 
 
 @contextlib.contextmanager
 def _numpy_takes_vars():
     global _depth
     with _lock:
-        if _depth == 0:
-            np.asarray, np.asanyarray, np.array, np.ascontiguousarray = _PATCHED
         _depth += 1
     try:
-        yield
+        with numpy_takes(_take_var):
+            yield
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0:
-                np.asarray, np.asanyarray, np.array, np.ascontiguousarray = (_asarray, _asanyarray, _array,
-                                                                              _ascontiguousarray)
 
 
 def _backward(target: Var, seed, keep: set) -> dict:

@@ -29,18 +29,16 @@ Modules: trace_core (Sym, the tape, the shared helpers and handler tables), trac
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import itertools
 import math
-import threading
-from collections.abc import Callable
 from fractions import Fraction
 
 import numpy as np
 
 from ...errors import ExportError, KConvertError
 from ...layers.base import Layer
+from ...ops.coercion import numpy_takes
 from . import trace_functions, trace_ufuncs  # noqa: F401 - importing them fills the handler tables
 from .context import ONNX_DTYPES, LoweringContext
 from .refs import UNSUPPORTED_MASK, TensorRef
@@ -48,10 +46,7 @@ from .trace_core import (
     Sym,
     TraceError,
     _alias,
-    _array,
-    _asanyarray,
     _asarray,
-    _ascontiguousarray,
     _cast,
     _find,
     _lift,
@@ -75,41 +70,20 @@ def _stack_nested(obj):
     return np.stack(parts) if _find(parts) is not None else _asarray(parts)
 
 
-def _coercion(orig: Callable, copies: bool) -> Callable:
-    @functools.wraps(orig)
-    def coerce(obj, *args, **kwargs):
-        if isinstance(obj, Sym) or (type(obj) in (list, tuple) and _find(obj) is not None):
-            dtype = args[0] if args else kwargs.get("dtype")
-            s = obj if isinstance(obj, Sym) else _stack_nested(obj)
-            if dtype is not None:
-                s = _cast(s, dtype)
-            return _alias(s) if s is obj and copies and kwargs.get("copy", True) is not False else s
-        return orig(obj, *args, **kwargs)
-    return coerce
+def _take_sym(obj, args: tuple, kwargs: dict, copies: bool):
+    """np.asarray & co. on a Sym (or a list holding Syms): the Sym itself (stacked, cast to a dtype asked for)."""
+    if isinstance(obj, Sym) or (type(obj) in (list, tuple) and _find(obj) is not None):
+        dtype = args[0] if args else kwargs.get("dtype")
+        s = obj if isinstance(obj, Sym) else _stack_nested(obj)
+        if dtype is not None:
+            s = _cast(s, dtype)
+        return _alias(s) if s is obj and copies and kwargs.get("copy", True) is not False else s
+    return NotImplemented
 
 
-_PATCHED = (_coercion(_asarray, False), _coercion(_asanyarray, False), _coercion(_array, True),
-            _coercion(_ascontiguousarray, False))
-_patch_lock = threading.Lock()
-_patch_depth = 0
-
-
-@contextlib.contextmanager
 def _numpy_takes_syms():
     """While a trace runs, np.asarray / np.array / np.asanyarray / np.ascontiguousarray hand Syms back."""
-    global _patch_depth
-    with _patch_lock:
-        if _patch_depth == 0:
-            np.asarray, np.asanyarray, np.array, np.ascontiguousarray = _PATCHED
-        _patch_depth += 1
-    try:
-        yield
-    finally:
-        with _patch_lock:
-            _patch_depth -= 1
-            if _patch_depth == 0:
-                np.asarray, np.asanyarray, np.array, np.ascontiguousarray = (_asarray, _asanyarray, _array,
-                                                                              _ascontiguousarray)
+    return numpy_takes(_take_sym)
 
 
 # ---------------------------------------------------------------------------------------------- tracing a layer

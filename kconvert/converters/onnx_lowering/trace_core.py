@@ -9,10 +9,11 @@ import numpy as np
 from numpy.lib.array_utils import normalize_axis_tuple
 from onnx import helper
 
+from ...ops.coercion import asarray as _asarray  # numpy's own, whatever patch is installed
+
 INT64_MAX = int(np.iinfo(np.int64).max)
 INT64_MIN = int(np.iinfo(np.int64).min)
 _NV = np._NoValue
-_asarray, _asanyarray, _array, _ascontiguousarray = np.asarray, np.asanyarray, np.array, np.ascontiguousarray
 
 
 class TraceError(Exception):
