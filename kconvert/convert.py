@@ -35,12 +35,7 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
     from .formats.onnx_file import too_big_for_protobuf, write_onnx
 
     opset = DEFAULT_OPSET if opset is None else opset
-    model = model_or_path
-    if not isinstance(model, Model):
-        model = load_model(os.fspath(model_or_path), custom_objects=custom_objects, compile=False,
-                           safe_mode=safe_mode)
-        if weights:
-            model.load_weights(weights)
+    model = _model_of(model_or_path, weights, custom_objects, safe_mode)
     if dynamic:
         model = _dynamic_or_fixed(model, opset, batch, inputs_as_nchw, optimize)
     if stream and path is not None:
@@ -54,6 +49,16 @@ def keras_to_onnx(model_or_path, path: str | os.PathLike | None = None, opset: i
     if path is not None:
         write_onnx(proto, path, external_data=external_data, serialized=serialized)
     return proto
+
+
+def _model_of(model_or_path, weights, custom_objects, safe_mode: bool) -> Model:
+    """`model_or_path` as a Model: a file loaded (uncompiled), with `weights` loaded into it when given."""
+    if isinstance(model_or_path, Model):
+        return model_or_path
+    model = load_model(os.fspath(model_or_path), custom_objects=custom_objects, compile=False, safe_mode=safe_mode)
+    if weights:
+        model.load_weights(weights)
+    return model
 
 
 def _stream_to_onnx(model: Model, path, external_data: bool | None, options: dict) -> onnx.ModelProto:
@@ -194,12 +199,7 @@ def keras_to_caffe(model_or_path, prototxt: str | os.PathLike, caffemodel: str |
     from .formats.caffe import write_prototxt
     from .formats.caffe.caffemodel import write_caffemodel
 
-    model = model_or_path
-    if not isinstance(model, Model):
-        model = load_model(os.fspath(model_or_path), custom_objects=custom_objects, compile=False,
-                           safe_mode=safe_mode)
-        if weights:
-            model.load_weights(weights)
+    model = _model_of(model_or_path, weights, custom_objects, safe_mode)
     exporter = model_to_caffe(model)
     if caffemodel is None:
         write_prototxt(exporter.net, prototxt)

@@ -11,13 +11,13 @@ the model's trainable variables and gives it the state Keras 3's own reader retu
 No shuffling and no random layers, so every run is deterministic."""
 
 import json
-import warnings
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
 from conftest import assert_close
+from training_compare import load_quietly, same_history, same_weights
 
 import kconvert
 from kconvert import layers as KL
@@ -82,26 +82,6 @@ def _fit(model, x, y, epochs=1):
     return model.fit(x, y, batch_size=BATCH, epochs=epochs, shuffle=False, verbose=0).history
 
 
-def _same_history(ref, ours):
-    assert set(ref) == set(ours)
-    for key in ref:
-        assert_close(np.array(ours[key]), np.array(ref[key]), what=key)
-
-
-def _same_weights(ref, ours):
-    a, b = ref.get_weights(), ours.get_weights()
-    assert len(a) == len(b)
-    for r, o in zip(a, b):
-        assert_close(o, r)
-
-
-def _load_quietly(path):
-    """kconvert.load_model, failing on any warning (state that could not be restored warns)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return kconvert.load_model(path)
-
-
 def _strings(values):
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
 
@@ -148,7 +128,7 @@ def test_trained_keras3_h5_and_weights_roundtrip(model, opt, keras3, tmp_path):
     and metrics and continues exactly as kconvert does unsaved; kconvert resumes from both `.h5` files, and a
     Keras 3 archive it resumes and trains saves the weights and optimizer state Keras 3 has at that point."""
     ours, ref, (x, y) = _pair(keras3, model, opt, seed=len(model) + len(opt))
-    _same_history(_fit(ref, x, y, 2), _fit(ours, x, y, 2))
+    same_history(_fit(ref, x, y, 2), _fit(ours, x, y, 2))
     ours.save(tmp_path / "ours.h5", keras_version="3")
     ref.save(tmp_path / "ref.keras")  # first: Keras 3's .h5 writer pops the optimizer out of its compile config
     ref.save(tmp_path / "ref.h5")
@@ -162,7 +142,7 @@ def test_trained_keras3_h5_and_weights_roundtrip(model, opt, keras3, tmp_path):
     _assert_same_tree(_h5_tree(tmp_path / "ours.weights.h5"), _h5_tree(tmp_path / "ref.weights.h5"))
 
     h_direct, h_ref = _fit(ours, x, y), _fit(ref, x, y)  # both continue unsaved
-    _same_history(h_ref, h_direct)
+    same_history(h_ref, h_direct)
 
     from keras.src.legacy.saving.legacy_h5_format import load_optimizer_weights_from_hdf5_group
 
@@ -180,18 +160,18 @@ def test_trained_keras3_h5_and_weights_roundtrip(model, opt, keras3, tmp_path):
     optimizer.build(in_k3.trainable_variables)
     with h5py.File(tmp_path / "ours.h5") as f:
         optimizer.set_weights(load_optimizer_weights_from_hdf5_group(f))
-    _same_history(h_direct, _fit(in_k3, x, y))
-    _same_weights(in_k3, ours)
+    same_history(h_direct, _fit(in_k3, x, y))
+    same_weights(in_k3, ours)
 
     for name, expected, after in (("ours.h5", h_direct, ours), ("ref.h5", h_ref, ref)):
-        resumed = _load_quietly(tmp_path / name)
+        resumed = load_quietly(tmp_path / name)
         assert resumed.optimizer.dialect == "keras3" and resumed.optimizer.iterations == 6, name
         resumed.save(tmp_path / f"again_{name}", keras_version="3")  # untrained since loading: the file's state
         _assert_same_tree(_h5_tree(tmp_path / f"again_{name}", rename), _h5_tree(tmp_path / name, rename))
-        _same_history(expected, _fit(resumed, x, y))
-        _same_weights(after, resumed)
+        same_history(expected, _fit(resumed, x, y))
+        same_weights(after, resumed)
 
-    archive = _load_quietly(tmp_path / "ref.keras")  # carries Keras 3's optimizer state as of its save
+    archive = load_quietly(tmp_path / "ref.keras")  # carries Keras 3's optimizer state as of its save
     _fit(archive, x, y)
     archive.save_weights(tmp_path / "archive.weights.h5")
     ref.save_weights(tmp_path / "ref_now.weights.h5")
@@ -207,7 +187,7 @@ def test_trained_tf_keras_save_weights(tfk, tmp_path):
     x, y = _data(7, (11,))
     ours.compile(kconvert.optimizers.SGD(0.05, momentum=0.9), "categorical_crossentropy")
     ref.compile(tfk.optimizers.SGD(0.05, momentum=0.9), "categorical_crossentropy")
-    _same_history(_fit(ref, x, y, 2), _fit(ours, x, y, 2))
+    same_history(_fit(ref, x, y, 2), _fit(ours, x, y, 2))
     ours.save_weights(tmp_path / "ours.h5")
     ref.save_weights(tmp_path / "ref.h5")
     theirs = _h5_tree(tmp_path / "ref.h5")
@@ -238,7 +218,7 @@ def test_compiled_untrained_and_uncompiled(keras3, tmp_path):
             (tmp_path / f"{who}_archive.weights.h5").write_bytes(z.read("model.weights.h5"))
     _assert_same_tree(_h5_tree(tmp_path / "ours_archive.weights.h5"), _h5_tree(tmp_path / "ref_archive.weights.h5"))
     for name in ("ours.h5", "ours.keras"):
-        again = _load_quietly(tmp_path / name)
+        again = load_quietly(tmp_path / name)
         assert not again.optimizer._built and again.optimizer.iterations == 0, name
         assert float(again.optimizer.learning_rate) == pytest.approx(0.01), name
 

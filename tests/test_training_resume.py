@@ -4,13 +4,13 @@ recompiled with the same hyperparameters, its state restored in the writer's ord
 writer's next epoch (History and weights). No shuffling and no random layers, so every run is deterministic."""
 
 import json
-import warnings
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
 from conftest import assert_close
+from training_compare import load_quietly, same_history, same_weights
 
 import kconvert
 from kconvert import layers as KL
@@ -47,26 +47,6 @@ def _fit1(model, x, y):
     return model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0).history
 
 
-def _same_history(ref, ours):
-    assert set(ref) == set(ours)
-    for key in ref:
-        assert_close(np.array(ours[key]), np.array(ref[key]), what=key)
-
-
-def _same_weights(ref, ours):
-    a, b = ref.get_weights(), ours.get_weights()
-    assert len(a) == len(b)
-    for r, o in zip(a, b):
-        assert_close(o, r)
-
-
-def _load_quietly(path):
-    """kconvert.load_model, failing on any warning (a configuration that could not be restored warns)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        return kconvert.load_model(path)
-
-
 # ---------------------------------------------------------------------------------------------- tf_keras, legacy
 
 
@@ -101,7 +81,7 @@ def test_tf_keras_legacy_optimizer_h5_resumes(opt, tfk, tmp_path):
         saved_config = json.loads(f.attrs["training_config"])["optimizer_config"]["config"]
         saved_names = [n.decode() if isinstance(n, bytes) else n
                        for n in f["optimizer_weights"].attrs["weight_names"]]
-    resumed = _load_quietly(tmp_path / "legacy.h5")
+    resumed = load_quietly(tmp_path / "legacy.h5")
     assert resumed.optimizer.dialect == "legacy"
     assert resumed.optimizer.iterations == 6
     ours_config = resumed.optimizer.get_config()
@@ -110,15 +90,15 @@ def test_tf_keras_legacy_optimizer_h5_resumes(opt, tfk, tmp_path):
         assert ours_config[key] == pytest.approx(value), key
     assert [w.name for w in resumed.optimizer.variables()] == saved_names
     h_ours = _fit1(resumed, x, y)
-    _same_history(h_ref, h_ours)
-    _same_weights(ref, resumed)
+    same_history(h_ref, h_ours)
+    same_weights(ref, resumed)
 
     resumed.save(tmp_path / "ours.h5")  # and back: tf_keras continues from kconvert's file
     h_ref_next = _fit1(ref, x, y)
     in_tf = tfk.models.load_model(tmp_path / "ours.h5")
     assert type(in_tf.optimizer).__module__.split(".")[-2] == "legacy"
-    _same_history(h_ref_next, _fit1(in_tf, x, y))
-    _same_weights(ref, in_tf)
+    same_history(h_ref_next, _fit1(in_tf, x, y))
+    same_weights(ref, in_tf)
 
 
 # ---------------------------------------------------------------------------------------------- Keras 3
@@ -156,12 +136,12 @@ def test_keras3_files_resume(opt, keras3, tmp_path):
     h_ref = _fit1(ref, x, y)
 
     for name in ("k3.keras", "k3.h5"):
-        resumed = _load_quietly(tmp_path / name)
+        resumed = load_quietly(tmp_path / name)
         assert resumed.optimizer.dialect == "keras3", name
         assert resumed.optimizer.iterations == 6, name
         assert resumed.optimizer.get_config() == pytest.approx(ref_config), name
-        _same_history(h_ref, _fit1(resumed, x, y))
-        _same_weights(ref, resumed)
+        same_history(h_ref, _fit1(resumed, x, y))
+        same_weights(ref, resumed)
 
 
 def test_keras3_archive_compiled_by_name_with_changed_learning_rate(keras3, tmp_path):
@@ -175,10 +155,10 @@ def test_keras3_archive_compiled_by_name_with_changed_learning_rate(keras3, tmp_
     ref.optimizer.learning_rate.assign(0.02)
     ref.save(tmp_path / "named.keras")
     h_ref = _fit1(ref, x, y)
-    resumed = _load_quietly(tmp_path / "named.keras")
+    resumed = load_quietly(tmp_path / "named.keras")
     assert float(resumed.optimizer.learning_rate) == pytest.approx(0.02)
-    _same_history(h_ref, _fit1(resumed, x, y))
-    _same_weights(ref, resumed)
+    same_history(h_ref, _fit1(resumed, x, y))
+    same_weights(ref, resumed)
 
 
 # ---------------------------------------------------------------------------------------------- kconvert's .keras
@@ -223,13 +203,13 @@ def test_kconvert_keras_archive_resumes_in_keras3_and_kconvert(opt, keras3, tmp_
 
     in_k3 = keras3.saving.load_model(tmp_path / "ours.keras")
     assert int(in_k3.optimizer.iterations) == 6
-    _same_history(h_direct, _fit1(in_k3, x, y))
-    _same_weights(in_k3, ours)
+    same_history(h_direct, _fit1(in_k3, x, y))
+    same_weights(in_k3, ours)
 
-    again = _load_quietly(tmp_path / "ours.keras")
+    again = load_quietly(tmp_path / "ours.keras")
     assert again.optimizer.dialect == "keras3"
-    _same_history(h_direct, _fit1(again, x, y))
-    _same_weights(ours, again)
+    same_history(h_direct, _fit1(again, x, y))
+    same_weights(ours, again)
 
 
 def test_kconvert_keras_archive_from_a_keras3_file_untrained_and_legacy(keras3, tmp_path):
@@ -245,7 +225,7 @@ def test_kconvert_keras_archive_from_a_keras3_file_untrained_and_legacy(keras3, 
     kconvert.load_model(tmp_path / "k3.keras").save(tmp_path / "back.keras")
     h_ref = _fit1(ref, x, y)
     back = keras3.saving.load_model(tmp_path / "back.keras")
-    _same_history(h_ref, _fit1(back, x, y))
+    same_history(h_ref, _fit1(back, x, y))
 
     legacy = _kconvert_model()
     legacy.compile(kconvert.optimizers.SGD(0.05, momentum=0.9, decay=0.01, dialect="legacy"),
