@@ -551,7 +551,8 @@ class SGD(Optimizer):
         if "m" not in slots:
             return w - g * lr
         momentum = w.dtype.type(self.momentum)
-        m = -g * lr + slots["m"] * momentum
+        m = slots["m"] * momentum  # a new array: the same bits as -g * lr + m * momentum, one pass fewer
+        m -= g * lr
         slots["m"] = m
         if self.nesterov:
             return w + (-g * lr + m * momentum)
