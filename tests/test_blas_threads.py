@@ -39,7 +39,8 @@ def test_probe_keeps_the_faster_count(one, many, expected, monkeypatch):
     counts = [_run(policy, lambda n: one if n == 1 else many) for _ in range(1 + 2 * blas_threads.PROBE_ROUNDS)]
     assert counts == [1] + [1, 2] * blas_threads.PROBE_ROUNDS  # warm-up, then alternating
     assert policy.choice == expected
-    assert [_run(policy, lambda n: one) for _ in range(5)] == [expected] * 5  # no new probe before REPROBE_S
+    steady = [_run(policy, lambda n: one if n == 1 else many) for _ in range(5)]
+    assert steady == [expected] * 5  # no new probe before REPROBE_S
 
 
 def test_busy_machine_never_probes_and_backs_off(monkeypatch):
@@ -58,6 +59,19 @@ def test_busy_machine_never_probes_and_backs_off(monkeypatch):
     assert _run(policy, lambda n: 0.1) == 1  # and it waits REPROBE_S before measuring again
     policy.next_probe = time.monotonic() - 1
     assert _run(policy, lambda n: 0.1) == 1 and policy.plan == [2] + [1, 2] * (blas_threads.PROBE_ROUNDS - 1)
+
+
+def test_more_threads_are_dropped_when_they_stop_paying(monkeypatch):
+    """After choosing two threads, steps that get slower on average than one thread was send it back to one."""
+    for var in blas_threads._BLAS_ENV:
+        monkeypatch.delenv(var, raising=False)
+    policy = StepThreads(cores=2, load=FakeLoad())
+    [_run(policy, lambda n: 0.10 if n == 1 else 0.06) for _ in range(1 + 2 * blas_threads.PROBE_ROUNDS)]
+    assert policy.choice == 2
+    assert [_run(policy, lambda n: 0.07) for _ in range(10)] == [2] * 10  # still faster than 0.10: kept
+    counts = [_run(policy, lambda n: 0.20 if n == 2 else 0.10) for _ in range(6)]
+    assert counts[0] == 2 and counts[-1] == 1 and policy.choice == 1  # the average passed 0.10: back to one
+    assert policy.next_probe > time.monotonic()
 
 
 def test_a_count_fixed_in_the_environment_is_left_alone(monkeypatch):

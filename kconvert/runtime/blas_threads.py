@@ -4,8 +4,9 @@ Whether a second BLAS thread helps depends on the products (a batch of 64 throug
 on 2 idle cores; the small products of an MLP or an LSTM cell: slower) and on the machine: when another process
 keeps a core busy, an OpenBLAS thread waits for it and the same steps run 3-8x slower. So a fit starts with one
 thread, then, if no other process is using the cores, times a few steps with one thread and with all cores,
-alternating, and keeps the faster count. It stops using more than one thread as soon as other processes take
-half a core or more, and measures again from time to time (only while the others stay quiet).
+alternating, and keeps the faster count. It goes back to one thread as soon as other processes take half a core
+or more, or when the steps with more threads (a moving average) get slower than one thread was when measured
+(this VM's second core is not always there), and measures again from time to time, while the others stay quiet.
 
 Results with one and two OpenBLAS threads differ in the last bits (different blocking). For bitwise-repeatable
 runs, fix the count in the environment (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, ...): then kconvert leaves
@@ -89,6 +90,8 @@ class StepThreads:
         self.trials: dict[int, list[float]] = {}
         self.next_probe = 0.0  # monotonic time of the next measurement; 0: after the warm-up step
         self.warm = False
+        self.one_thread = float("inf")  # the median one-thread step of the last measurement
+        self.recent: float | None = None  # moving average of the steps since, with more threads
 
     def _quiet(self) -> bool:
         """Whether other processes left the cores idle since the last reading (False while it is too soon to
@@ -119,12 +122,18 @@ class StepThreads:
             self.warm = True
             return
         if not self.plan:
+            if n > 1:  # steady state with more threads: keep it only while it stays faster than one thread was
+                self.recent = seconds if self.recent is None else 0.8 * self.recent + 0.2 * seconds
+                if self.recent > self.one_thread:
+                    self.choice, self.recent = 1, None
+                    self.next_probe = time.monotonic() + REPROBE_S
             return
         self.plan.pop(0)
         self.trials[n].append(seconds)
         if not self.plan:
             one, many = (statistics.median(self.trials[k]) for k in (1, self.cores))
             self.choice = self.cores if many < GAIN * one else 1
+            self.one_thread, self.recent = one, None
             self.next_probe = time.monotonic() + REPROBE_S
             self.load.cores(min_interval=0.0)  # start the next window now
 
