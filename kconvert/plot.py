@@ -163,24 +163,25 @@ def model_to_dot(model, show_shapes: bool = False, show_dtype: bool = False, sho
 
     first: dict[int, Any] = {}  # id(nested model) -> first and last node of its cluster
     last: dict[int, Any] = {}
+
+    def add_cluster(nested) -> None:
+        cluster = nested_dot(nested)
+        nodes = cluster.get_nodes()
+        first[id(nested)], last[id(nested)] = nodes[0], nodes[-1]
+        dot.add_subgraph(cluster)
+
     layers = _layers_in_order(model)
     for layer in layers:
         name, class_name = layer.name, _class_name(layer)
         inner = layer.layer if isinstance(layer, Wrapper) else None
         if inner is not None:
             if expand_nested and _is_functional(inner):
-                cluster = nested_dot(inner)
-                nodes = cluster.get_nodes()
-                first[id(inner)], last[id(inner)] = nodes[0], nodes[-1]
-                dot.add_subgraph(cluster)
+                add_cluster(inner)
             else:
                 name = f"{name}({inner.name})"
                 class_name = f"{class_name}({_class_name(inner)})"
         if expand_nested and _is_functional(layer):
-            cluster = nested_dot(layer)
-            nodes = cluster.get_nodes()
-            first[id(layer)], last[id(layer)] = nodes[0], nodes[-1]
-            dot.add_subgraph(cluster)
+            add_cluster(layer)
         else:
             dot.add_node(pydot.Node(str(id(layer)), label=_label(layer, name, class_name, opts)))
 

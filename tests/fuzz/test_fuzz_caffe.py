@@ -86,12 +86,16 @@ def test_hostile_caffemodels_are_refused(worker, tmp_path):
         "field_zero": b"\x00\x00",
         "data_not_whole_floats": _net(_field(5, 2, b"\x00" * 7)),
     }
-    outcomes = []
+    _all_refused(worker, tmp_path, cases, "caffemodel")
+
+
+def _all_refused(worker, tmp_path, cases: dict, kind: str) -> None:
+    """Write each case as `<name>.<kind>`, read it with the `kind` reader: every one must be a kconvert error."""
+    paths = {}
     for name, data in cases.items():
-        path = tmp_path / f"{name}.caffemodel"
-        path.write_bytes(data)
-        outcomes += run_all(worker, [Case("caffemodel", str(path), name)])
-    assert_contract(outcomes, expect_error=True)
+        paths[name] = tmp_path / f"{name}.{kind}"
+        paths[name].write_bytes(data)
+    assert_contract(run_all(worker, [Case(kind, str(p), name) for name, p in paths.items()]), expect_error=True)
 
 
 def test_hostile_mean_files_are_refused(worker, tmp_path):
@@ -102,12 +106,7 @@ def test_hostile_mean_files_are_refused(worker, tmp_path):
              "mean_negative": _blob(shape=[-4, -1], data=four),
              "mean_truncated": _blob(shape=[4], data=four)[:-3],
              "mean_empty_blob": _field(1, 0, _varint(1))}
-    outcomes = []
-    for name, data in cases.items():
-        path = tmp_path / f"{name}.binaryproto"
-        path.write_bytes(data)
-        outcomes += run_all(worker, [Case("binaryproto", str(path), name)])
-    assert_contract(outcomes, expect_error=True)
+    _all_refused(worker, tmp_path, cases, "binaryproto")
 
 
 def test_hostile_prototxts_are_refused(worker, tmp_path):
