@@ -310,26 +310,27 @@ def test_fused_gru_cell_is_gru_step_bit_for_bit():
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_max_pool_gradient_fast_path_equals_the_tap_loop(channels_last, monkeypatch):
+def test_max_pool_gradient_fast_path_equals_the_tap_loop(channels_last):
     """Windows that tile the input (stride = window, no padding) take whole-array passes; the result is the tap
-    loop's, bit for bit, and a window holding its maximum twice still routes to the first tap."""
-    from kconvert.ops import pooling
-    from kconvert.ops.pooling import MaxPool
+    loop's, bit for bit, with and without ties, and a window holding its maximum twice routes to the first tap."""
+    from kconvert.ops.pooling import MaxPool, _geometry, _looped_max_grad
 
     x = R.standard_normal((3, 6, 9, 4)).astype(np.float32)
-    if not channels_last:
-        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
-    y = MaxPool.forward(x, (2, 3), channels_last=channels_last)
-    g = R.standard_normal(y.shape).astype(np.float32)
-    fast = MaxPool.backward(g, (x,), y, (2, 3), channels_last=channels_last)[0]
-    with monkeypatch.context() as m:
-        m.setattr(pooling, "_tiled_max_grad", lambda *args: None)  # the general tap loop
-        slow = MaxPool.backward(g, (x,), y, (2, 3), channels_last=channels_last)[0]
-    np.testing.assert_array_equal(fast, slow)
-    assert np.count_nonzero(fast) == g.size
+    relu = np.maximum(x, 0)  # about 1 window in 64 is all zeros (a tie of 6 taps), others tie 2..5 zeros
+    part = np.round(x * 2) / 2  # ties between taps in many windows, not all
+    part[0, 0, 0, 0] = np.nan  # a NaN window takes no gradient in either path
     tied = np.ones_like(x)  # every window: all taps equal; the first tap takes the gradient
-    yt = MaxPool.forward(tied, (2, 3), channels_last=channels_last)
-    gt = MaxPool.backward(g, (tied,), yt, (2, 3), channels_last=channels_last)[0]
-    assert np.count_nonzero(gt) == g.size
-    first = gt[:, ::2, ::3] if channels_last else gt[:, :, ::2, ::3]
+    for case in (x, relu, part, tied):
+        has_nan = case is part
+        if not channels_last:
+            case = np.ascontiguousarray(case.transpose(0, 3, 1, 2))
+        y = MaxPool.forward(case, (2, 3), channels_last=channels_last)
+        g = R.standard_normal(y.shape).astype(np.float32)
+        fast = MaxPool.backward(g, (case,), y, (2, 3), channels_last=channels_last)[0]
+        _, strides, pads, axes, _, out = _geometry(case, (2, 3), None, None, channels_last)
+        slow = _looped_max_grad(case, g, y, axes, (2, 3), strides, pads, out)
+        np.testing.assert_array_equal(fast, slow)
+        assert np.count_nonzero(fast) == g.size - has_nan
+    first = fast[:, ::2, ::3] if channels_last else fast[:, :, ::2, ::3]
     np.testing.assert_array_equal(first, g)
+    assert np.count_nonzero(relu.reshape(3, 3, 2, 3, 3, 4).max(axis=(2, 4)) == 0) > 0  # the ReLU case has a tie

@@ -97,19 +97,28 @@ def _where_or_zero(mask, g):
 def _tiled_max_grad(x, grad, output, axes, ksize):
     """Max pooling's gradient where the windows tile the input exactly (stride = window, no padding), in a few
     whole-array passes: each window's maximum is found by comparing with the output broadcast over its window.
-    None when a window holds its maximum twice (then the tap order decides, as in the general loop)."""
-    split, keep = [], []  # x's shape with each pooled axis split into (windows, window)
+    A window holding its maximum twice (all-zero windows after a ReLU are common) keeps only its first tap, in
+    the general loop's tap order, so the result is the loop's bit for bit."""
+    split, keep, tap_axes = [], [], []  # x's shape with each pooled axis split into (windows, window)
     for a, size in enumerate(x.shape):
         if a in axes:
             k = ksize[axes.index(a)]
             split += [size // k, k]
             keep += [size // k, 1]
+            tap_axes.append(len(split) - 1)
         else:
             split.append(size)
             keep.append(size)
     hit = np.equal(x.reshape(split), np.reshape(output, keep))
-    if np.count_nonzero(hit) != np.size(output):  # ties (or NaN): not one tap per window
-        return None
+    if np.count_nonzero(hit) != np.size(output):  # ties (or NaN windows, which take no gradient)
+        taken = np.zeros(keep, dtype=bool)
+        for tap in np.ndindex(*ksize):
+            sl = [slice(None)] * len(split)
+            for a, t in zip(tap_axes, tap):
+                sl[a] = slice(t, t + 1)
+            h = hit[tuple(sl)]
+            h &= ~taken
+            taken |= h
     g = np.broadcast_to(np.reshape(grad, keep), split)
     if g.dtype.kind == "f" and g.dtype.itemsize in (4, 8):  # _where_or_zero's bit AND, broadcasting the gradient
         ut = np.uint32 if g.dtype.itemsize == 4 else np.uint64
@@ -118,6 +127,20 @@ def _tiled_max_grad(x, grad, output, axes, ksize):
         np.bitwise_and(bits, g.view(ut), out=bits)
         return bits.view(g.dtype).reshape(x.shape)
     return np.where(hit, g, 0).astype(grad.dtype, copy=False).reshape(x.shape)
+
+
+def _looped_max_grad(x, grad, output, axes, ksize, strides, pads, out):
+    """Max pooling's gradient for any geometry: one pass per tap, each window's first maximum takes it."""
+    xp = _pad(x, axes, pads, _lowest(x.dtype))
+    gxp = np.zeros(xp.shape, dtype=grad.dtype)
+    taken = np.zeros(output.shape, dtype=bool)
+    for tap in np.ndindex(*ksize):
+        sl = _tap_slice(x.ndim, axes, tap, strides, out)
+        hit = np.equal(xp[sl], output)
+        hit &= ~taken
+        gxp[sl] += _where_or_zero(hit, grad)
+        taken |= hit
+    return _crop_pads(gxp, axes, pads)
 
 
 def _onnx_pool(builder, op_type, x_name, ksize, strides, pads, channels_last, **extra):
@@ -152,19 +175,8 @@ class MaxPool(Op):
         ksize, strides, pads, axes, sizes, out = _geometry(x, ksize, strides, pads, channels_last)
         if strides == ksize and not any(lo or hi for lo, hi in pads) and \
                 all(s == o * k for s, o, k in zip(sizes, out, ksize)):
-            tiled = _tiled_max_grad(x, grad, output, axes, ksize)
-            if tiled is not None:
-                return (tiled,)
-        xp = _pad(x, axes, pads, _lowest(x.dtype))
-        gxp = np.zeros(xp.shape, dtype=grad.dtype)
-        taken = np.zeros(output.shape, dtype=bool)
-        for tap in np.ndindex(*ksize):
-            sl = _tap_slice(x.ndim, axes, tap, strides, out)
-            hit = np.equal(xp[sl], output)
-            hit &= ~taken
-            gxp[sl] += _where_or_zero(hit, grad)
-            taken |= hit
-        return (_crop_pads(gxp, axes, pads),)
+            return (_tiled_max_grad(x, grad, output, axes, ksize),)
+        return (_looped_max_grad(x, grad, output, axes, ksize, strides, pads, out),)
 
     @staticmethod
     def to_onnx(builder, inputs, ksize, strides=None, pads=None, channels_last=True):
