@@ -32,6 +32,7 @@ import numpy as np
 from .custom_objects import get_custom_object
 from .errors import ConfigError
 from .layers.base import Weight
+from .runtime.blockwise import blockwise
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam", "AdamW", "get",
            "serialize", "deserialize", "schedules", "DIALECTS"]
@@ -352,7 +353,8 @@ class Optimizer:
         return isinstance(getattr(self, "_learning_rate", None), LearningRateSchedule)
 
     def get_weights(self) -> list[np.ndarray]:
-        return [w.value for w in self.variables()]
+        """Copies of the state (the slots are updated in place)."""
+        return [np.array(w.value) for w in self.variables()]
 
     def set_weights(self, values: list) -> None:
         """Restore a state saved by `get_weights`/`variables()` (the optimizer must be built)."""
@@ -551,12 +553,22 @@ class SGD(Optimizer):
         if "m" not in slots:
             return w - g * lr
         momentum = w.dtype.type(self.momentum)
-        m = slots["m"] * momentum  # a new array: the same bits as -g * lr + m * momentum, one pass fewer
-        m -= g * lr
-        slots["m"] = m
-        if self.nesterov:
-            return w + (-g * lr + m * momentum)
-        return w + m
+        new = np.empty_like(w)
+
+        def step_block(g, w, m, new):  # m = m * momentum - g * lr (in place: the slot is ours), new = w + m
+            scaled = g * lr
+            m *= momentum
+            m -= scaled
+            if self.nesterov:
+                scaled = np.negative(scaled, out=scaled)
+                scaled += m * momentum
+                np.add(w, scaled, out=new)
+            else:
+                np.add(w, m, out=new)
+
+        g = np.ascontiguousarray(g)
+        blockwise(step_block, g, w, slots["m"], new)
+        return new
 
 
 class RMSprop(Optimizer):

@@ -307,3 +307,36 @@ def test_keras3_dialect_has_no_learning_rate_variable_under_a_schedule():
     ref.apply_gradients([(grad, var)])
     ours.apply_gradients([(grad, weight)])
     assert np.allclose(weight.value, np.asarray(var), atol=1e-6)
+
+
+BLOCKWISE_CASES = [("SGD", {"learning_rate": 0.1, "momentum": 0.9}),
+                   ("SGD", {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True})]
+
+
+@pytest.mark.parametrize("name,kwargs", BLOCKWISE_CASES)
+def test_large_weights_update_block_by_block_as_tf_keras(tfk, monkeypatch, name, kwargs):
+    """Weights over `blockwise`'s threshold (1100x1000, not a multiple of the block) are updated block by block,
+    in place in the slots: the same bits as one whole-array pass, tf_keras's values, and `get_weights` copies."""
+    from kconvert.runtime import blockwise
+
+    rng = np.random.default_rng(3)
+    shapes = {"big/kernel": (1100, 1000), "big/bias": (1000,)}
+    assert 1100 * 1000 > blockwise._MIN_SIZE and 1100 * 1000 % blockwise.BLOCK
+    init = {n: rng.normal(0, 0.5, size=s).astype(np.float32) for n, s in shapes.items()}
+    grads = [[rng.normal(0, 0.3, size=s).astype(np.float32) for s in shapes.values()] for _ in range(3)]
+    opt = getattr(optimizers, name)(**kwargs)
+    weights = [Weight(f"{n}:0", v.copy()) for n, v in init.items()]
+    opt.apply_gradients(zip(grads[0], weights))
+    state = opt.get_weights()
+    saved = [s.copy() for s in state]
+    for step in grads[1:]:
+        opt.apply_gradients(zip(step, weights))
+    for a, b in zip(state, saved):
+        np.testing.assert_array_equal(a, b)  # a copy, not the live slot
+    blocked = _ours(getattr(optimizers, name)(**kwargs), init, grads)
+    monkeypatch.setattr(blockwise, "_MIN_SIZE", 10**12)
+    whole = _ours(getattr(optimizers, name)(**kwargs), init, grads)
+    for a, b in zip(blocked[0], whole[0]):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+    _compare(blocked, _tf_keras(getattr(tfk.optimizers, name)(**kwargs), init, grads), init, f"{name} {kwargs}")
