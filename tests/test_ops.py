@@ -93,6 +93,9 @@ CONV_CASES = [
     ((2, 7, 3), (3, 1, 3), (2,), ((1, 1),), (1,), 3),  # 1-D depthwise
     ((2, 5, 4, 6, 2), (2, 3, 2, 2, 3), (2, 1, 3), ((1, 0), (0, 2), (1, 1)), (1, 1, 1), 1),
     ((2, 5, 6, 4, 4), (2, 2, 2, 2, 4), (1, 2, 1), ((0, 0), (1, 0), (0, 1)), (2, 1, 2), 2),
+    ((3, 9, 7, 1), (3, 2, 1, 4), (2, 3), ((1, 2), (0, 1)), (2, 1), 1),  # one channel: tap-major columns
+    ((2, 10, 1), (4, 1, 3), (3,), ((2, 0),), (2,), 1),
+    ((2, 5, 6, 4, 1), (2, 3, 2, 1, 3), (2, 1, 3), ((1, 0), (0, 2), (1, 1)), (1, 2, 1), 1),
 ]
 
 
@@ -293,3 +296,22 @@ def test_add_onnx(shapes, rng):
     builder = OnnxBuilder()
     y = OPS["add"].to_onnx(builder, ["a", "b"])
     assert_close(run_onnx(builder, {"a": a, "b": b}, y, np.shape(ref)), ref)
+
+
+@pytest.mark.parametrize("xs,ks", [((3, 9, 7, 1), (3, 2, 1, 4)), ((3, 9, 7, 2), (3, 2, 2, 4))],
+                         ids=["one-channel", "two-channels"])
+def test_conv_kept_columns_give_the_kernel_gradient(xs, ks, rng):
+    """`forward_saving` keeps the im2col matrix (tap-major for one channel); `backward` with it gives the same
+    gradients as rebuilding it, and the same output as `forward`."""
+    x, k = rng.standard_normal(xs), rng.standard_normal(ks)
+    attrs = dict(strides=(2, 3), pads=((1, 2), (0, 1)), dilations=(2, 1))
+    y, cols = OPS["conv"].forward_saving((True, True), x, k, **attrs)
+    assert cols is not None and cols.shape == (y.size // ks[-1], int(np.prod(ks[:-1])))
+    np.testing.assert_array_equal(y, OPS["conv"].forward(x, k, **attrs))
+    gy = rng.standard_normal(y.shape)
+    with_cols = OPS["conv"].backward(gy, (x, k), y, saved=cols, **attrs)
+    without = OPS["conv"].backward(gy, (x, k), y, **attrs)
+    for a, b in zip(with_cols, without):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    ref = naive_conv(x, k, attrs["strides"], attrs["pads"], attrs["dilations"], 1)
+    np.testing.assert_allclose(y, ref, rtol=1e-10, atol=1e-10)

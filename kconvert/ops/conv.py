@@ -6,7 +6,8 @@ Layout: `x` is channels-last `(N, *spatial, C)` (or channels-first with `channel
 `(*k, filters, C)`.
 
 Both directions are one GEMM each: the convolution gathers every kernel tap of every output position into
-an im2col matrix (a strided view, copied once by the reshape) and multiplies it by the kernel; the transposed
+an im2col matrix (a strided view, copied once by the reshape; tap by tap, in blocks, for one input channel)
+and multiplies it by the kernel; the transposed
 convolution multiplies the input by the kernel first and then scatter-adds the per-tap columns into the
 output (col2im), which loops over kernel taps only, never over output positions. Work is split over batch
 chunks so that the im2col buffer stays bounded.
@@ -59,7 +60,9 @@ def _pad(x, pads):
                                       for i, (lo, hi) in enumerate(pads))
         x = x[crop]
         pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
-    return np.pad(x, [(0, 0)] + [tuple(p) for p in pads] + [(0, 0)])
+    y = np.zeros((x.shape[0], *(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads)), x.shape[-1]), x.dtype)
+    y[(slice(None),) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[1:-1], pads))] = x
+    return y
 
 
 def _windows(xp: np.ndarray, ksize, strides, dilations, out_sizes):
@@ -139,8 +142,18 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
     chunks = _chunks(n, per_sample)
     kept = None
     for b in chunks:
-        win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
-        m = int(np.prod(win.shape[: 1 + n_sp]))
+        xp = _pad(xl[b], pads)
+        m = xl[b].shape[0] * int(np.prod(out_sizes))
+        if groups == 1 and cin_g == 1:  # one channel: tap-major columns, each a block copy of shifted rows
+            cols_t = np.empty((kprod, xl[b].shape[0], *out_sizes), dtype=xl.dtype)
+            for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
+                cols_t[j] = xp[sl][..., 0]
+            cols = cols_t.reshape(kprod, m).T  # (m, kprod), F-ordered: BLAS reads it transposed
+            np.matmul(cols, kmat, out=y[b].reshape(m, cout))
+            if keep_cols and len(chunks) == 1:
+                kept = cols
+            continue
+        win = _windows(xp, ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
         if groups == 1:
             cols = win.reshape(m, kprod * cin_g)
             np.matmul(cols, kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
@@ -226,8 +239,9 @@ class Conv(Op):
                     gk[0] += cols.T @ g2
                 if need_x:  # one product per tap, added into place while it is still in cache
                     gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)
+                    tap = np.empty((m, cin_g), dtype=np.result_type(g2, kt))
                     for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-                        gxp[sl] += np.matmul(g2, kt[j]).reshape(*lead, cin_g)
+                        gxp[sl] += np.matmul(g2, kt[j], out=tap).reshape(*lead, cin_g)
                     gx[b] = gxp[crop]
             else:
                 gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)

@@ -111,14 +111,19 @@ def _tiled_max_grad(x, grad, output, axes, ksize):
             keep.append(size)
     hit = np.equal(x.reshape(split), np.reshape(output, keep))
     if np.count_nonzero(hit) != np.size(output):  # ties (or NaN windows, which take no gradient)
-        taken = np.zeros(keep, dtype=bool)
-        for tap in np.ndindex(*ksize):
+        taps = list(np.ndindex(*ksize))
+        taken = None
+        for i, tap in enumerate(taps):
             sl = [slice(None)] * len(split)
             for a, t in zip(tap_axes, tap):
                 sl[a] = slice(t, t + 1)
             h = hit[tuple(sl)]
-            h &= ~taken
-            taken |= h
+            if taken is None:
+                taken = h.copy()
+                continue
+            np.greater(h, taken, out=h)  # h and not taken
+            if i + 1 < len(taps):
+                taken |= h
     g = np.broadcast_to(np.reshape(grad, keep), split)
     if g.dtype.kind == "f" and g.dtype.itemsize in (4, 8):  # _where_or_zero's bit AND, broadcasting the gradient
         ut = np.uint32 if g.dtype.itemsize == 4 else np.uint64
