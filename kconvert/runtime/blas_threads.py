@@ -5,8 +5,8 @@ on 2 idle cores; the small products of an MLP or an LSTM cell: slower) and on th
 keeps a core busy, an OpenBLAS thread waits for it and the same steps run 3-8x slower. So a fit starts with one
 thread, then, if no other process is using the cores, times a few steps with one thread and with all cores,
 alternating, and keeps the faster count. It goes back to one thread as soon as other processes take half a core
-or more, or when the steps with more threads (a moving average) get slower than one thread was when measured
-(this VM's second core is not always there), and measures again from time to time, while the others stay quiet.
+or more, or when the steps with more threads (the median of the last 7) get slower than one thread was when
+measured (this VM's second core is not always there), and measures again from time to time, while the others stay quiet.
 
 Results with one and two OpenBLAS threads differ in the last bits (different blocking). For bitwise-repeatable
 runs, fix the count in the environment (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, ...): then kconvert leaves
@@ -15,6 +15,7 @@ BLAS alone.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import statistics
@@ -28,6 +29,7 @@ PROBE_ROUNDS = 3  # steps timed per candidate count, alternating
 GAIN = 0.85  # more threads must make a step at least this much shorter
 BUSY_OTHERS = 0.5  # cores other processes may use before one thread is the only safe choice
 REPROBE_S = 30.0
+RECENT = 7  # steady-state steps with more threads whose median is compared with one thread's
 
 
 def _limit(n: int):
@@ -91,7 +93,7 @@ class StepThreads:
         self.next_probe = 0.0  # monotonic time of the next measurement; 0: after the warm-up step
         self.warm = False
         self.one_thread = float("inf")  # the median one-thread step of the last measurement
-        self.recent: float | None = None  # moving average of the steps since, with more threads
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # the last steps, more threads
 
     def _quiet(self) -> bool:
         """Whether other processes left the cores idle since the last reading (False while it is too soon to
@@ -123,9 +125,11 @@ class StepThreads:
             return
         if not self.plan:
             if n > 1:  # steady state with more threads: keep it only while it stays faster than one thread was
-                self.recent = seconds if self.recent is None else 0.8 * self.recent + 0.2 * seconds
-                if self.recent > self.one_thread:
-                    self.choice, self.recent = 1, None
+                self.recent.append(seconds)
+                # the median: one slow step (this VM stalls now and then) must not undo a measured choice
+                if len(self.recent) > RECENT // 2 and statistics.median(self.recent) > self.one_thread:
+                    self.choice = 1
+                    self.recent.clear()
                     self.next_probe = time.monotonic() + REPROBE_S
             return
         self.plan.pop(0)
@@ -133,7 +137,8 @@ class StepThreads:
         if not self.plan:
             one, many = (statistics.median(self.trials[k]) for k in (1, self.cores))
             self.choice = self.cores if many < GAIN * one else 1
-            self.one_thread, self.recent = one, None
+            self.one_thread = one
+            self.recent.clear()
             self.next_probe = time.monotonic() + REPROBE_S
             self.load.cores(min_interval=0.0)  # start the next window now
 
