@@ -681,7 +681,8 @@ def _save_keras3(model: Model, path: str, archive: bool, include_optimizer: bool
             training, opt_weights = state
         elif keras3_config.keras_major(getattr(model, "_source_keras_version", None)) >= 3:
             training, opt_weights = getattr(model, "_training_config", None), model.optimizer_weights
-    write_keras_h5(path, layer_weights=keras3_weights.legacy_weight_groups(layers),
+    write_keras_h5(path, layer_weights=keras3_weights.legacy_weight_groups(layers, ready if isinstance(ready, Model)
+                                                                           else None),
                    model_config=keras3_config.model_to_keras3_config(ready, legacy=True),
                    training_config=training, optimizer_weights=opt_weights,
                    keras_version=KERAS3_VERSION, backend="tensorflow")

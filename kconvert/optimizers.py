@@ -311,6 +311,9 @@ class Optimizer:
         return ([("average",)] if self.use_ema else []) + self._slot_groups()
 
     def _var_name(self, w: Weight) -> str:
+        paths = getattr(self, "_variable_paths", None)  # set while a Keras 3 .h5 writer names the slots
+        if paths and id(w) in paths:
+            return paths[id(w)]
         return w.name[:-2] if w.name.endswith(":0") else w.name
 
     def _slot_order(self) -> list[tuple[str, int]]:

@@ -173,8 +173,34 @@ def _variable_path(layer: Layer, name: str) -> str:
     return f"{head}/{short}" if head else short
 
 
-def legacy_weight_groups(layers: list[Layer]) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
+def _variable_owners(layers: list, scope: str) -> dict[int, tuple[str, Layer, Any]]:
+    """id(weight) -> (name scope, the innermost layer that owns it, the weight). Keras 3 builds a Sequential's layers inside
+    its name scope, a functional model's in the enclosing one: `seq/dense/kernel`, but `dense/kernel` for the same
+    layer in a functional model."""
+    out: dict[int, tuple[str, Layer, Any]] = {}
+    for layer in layers:
+        inner = getattr(layer, "layers", None)
+        if _is_model(layer) and inner is not None:
+            nested = scope + (f"{layer.name}/" if type(layer).__name__ == "Sequential" else "")
+            for key, value in _variable_owners(list(inner), nested).items():
+                out.setdefault(key, value)
+        else:
+            for w in layer.weights:
+                out.setdefault(id(w), (scope, layer, w))
+    return out
+
+
+def legacy_weight_groups(layers: list[Layer], model: Any = None) -> list[tuple[str, list[tuple[str, np.ndarray]]]]:
     """(layer name, [(weight name, array)]) as Keras 3's legacy `.h5` writer stores them: the variable paths
-    (tf.keras's weight names without `:0`, in Keras 3's spelling). Loaders use only their order."""
-    return [(layer.name, [(_variable_path(layer, w.name), w if w.deferred else w.value)
+    (tf.keras's weight names without `:0`, in Keras 3's spelling, inside the name scopes of the Sequential models
+    around them, `model` included). Loaders use only their order."""
+    paths = variable_paths(layers, model)
+    return [(layer.name, [(paths.get(id(w)) or _variable_path(layer, w.name), w if w.deferred else w.value)
                           for w in layer.trainable_weights + layer.non_trainable_weights]) for layer in layers]
+
+
+def variable_paths(layers: list[Layer], model: Any = None) -> dict[int, str]:
+    """id(weight) -> the variable's path in Keras 3 (`seq/dense/kernel`) for the weights of `layers` (of `model`)."""
+    top = f"{model.name}/" if model is not None and type(model).__name__ == "Sequential" else ""
+    return {key: scope + _variable_path(owner, owner_weight.name)
+            for key, (scope, owner, owner_weight) in _variable_owners(layers, top).items()}

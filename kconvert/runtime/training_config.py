@@ -270,7 +270,13 @@ def keras3_h5_training_state(model) -> tuple[dict | None, list[tuple[str, np.nda
     twin, entries = found
     config = {**_legacy_form(entries),
               "optimizer_config": {"class_name": type(twin).__name__, "config": twin.get_config()}}
-    return config, [(w.name, np.asarray(w.value)) for w in twin.variables()]
+    from ..converters.keras3_weights import keras3_layers, variable_paths
+
+    twin._variable_paths = variable_paths(keras3_layers(model), model)  # slot names follow the variables' paths
+    try:
+        return config, [(w.name, np.asarray(w.value)) for w in twin.variables()]
+    finally:
+        del twin._variable_paths
 
 
 def recompile_keras3(model, compile_config: dict, optimizer_state, file: str) -> bool:
