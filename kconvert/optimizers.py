@@ -684,13 +684,28 @@ class Adam(Optimizer):
         b1p, b2p = np.power(dt(self.beta_1), t), np.power(dt(self.beta_2), t)
         alpha = lr * np.sqrt(1 - b2p) / (1 - b1p)
         eps = dt(self.epsilon) * np.sqrt(1 - b2p) if self.adaptive_epsilon else dt(self.epsilon)
-        m = slots["m"] + (g - slots["m"]) * (1 - self.beta_1)
-        v = slots["v"] + (np.square(g) - slots["v"]) * (1 - self.beta_2)
-        slots["m"], slots["v"] = m, v
-        if self.amsgrad:
-            v = np.maximum(slots["vhat"], v)
-            slots["vhat"] = v
-        return w - (m * alpha) / (np.sqrt(v) + eps)
+        one_b1, one_b2 = 1 - self.beta_1, 1 - self.beta_2
+        new = np.empty_like(w)
+
+        def step_block(g, w, m, v, new, *vhat):  # the slots in place (they are ours), block by block
+            step = g - m
+            step *= one_b1
+            m += step  # m + (g - m) * (1 - beta_1)
+            step = np.square(g, out=step)
+            step -= v
+            step *= one_b2
+            v += step  # v + (g**2 - v) * (1 - beta_2)
+            if vhat:
+                v = np.maximum(vhat[0], v, out=vhat[0])
+            den = np.sqrt(v, out=step)
+            den += eps
+            num = m * alpha
+            num /= den
+            np.subtract(w, num, out=new)  # w - (m * alpha) / (sqrt(v) + eps)
+
+        extra = (slots["vhat"],) if self.amsgrad else ()
+        blockwise(step_block, np.ascontiguousarray(g), w, slots["m"], slots["v"], new, *extra)
+        return new
 
 
 class AdamW(Adam):

@@ -310,7 +310,10 @@ def test_keras3_dialect_has_no_learning_rate_variable_under_a_schedule():
 
 
 BLOCKWISE_CASES = [("SGD", {"learning_rate": 0.1, "momentum": 0.9}),
-                   ("SGD", {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True})]
+                   ("SGD", {"learning_rate": 0.1, "momentum": 0.8, "nesterov": True}),
+                   ("Adam", {"learning_rate": 0.01}), ("Adam", {"learning_rate": 0.01, "amsgrad": True}),
+                   ("Adam", {"learning_rate": 0.01, "adaptive_epsilon": True, "epsilon": 0.01}),
+                   ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.3})]
 
 
 @pytest.mark.parametrize("name,kwargs", BLOCKWISE_CASES)
