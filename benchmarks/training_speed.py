@@ -25,8 +25,8 @@ WORK = HERE / "work" / "training_speed"
 RESULTS = HERE / "results"
 
 # name: (tf_keras model code, input shape, target kind, loss, batch size, samples, learning rate). The CNN's rate
-# keeps its softmax off saturation, where the two runs part: kconvert's crossentropy clips the probabilities,
-# tf_keras's takes the softmax's logits.
+# keeps its softmax off saturation (both tools take the crossentropy from the softmax's logits; the rate was chosen
+# when kconvert still clipped the probabilities, and is kept so that the figures stay comparable).
 MODELS = {
     "cnn": ("k.Sequential([k.Input((32, 32, 3)), L.Conv2D(16, 3, activation='relu'), "
             "L.Conv2D(32, 3, activation='relu'), L.MaxPooling2D(2), L.Flatten(), L.Dense(10, activation='softmax')])",
