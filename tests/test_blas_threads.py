@@ -1,5 +1,6 @@
-"""The per-step BLAS thread policy (kconvert/runtime/blas_threads.py): it measures, picks the faster count,
-backs off when other processes take the cores, and leaves a count fixed in the environment alone."""
+"""The per-step thread policy (kconvert/runtime/blas_threads.py): it measures one thread, all cores in numpy's
+BLAS and MLAS on all cores, picks the fastest, backs off when other processes take the cores, and leaves a count
+fixed in the environment alone."""
 
 import time
 
@@ -25,21 +26,26 @@ class FakeLoad:
 
 
 def _run(policy, seconds_for):
-    """One step: the count the policy picks, recorded with the duration `seconds_for(count)`."""
-    n = policy._next()
-    policy._record(n, seconds_for(n))
-    return n
+    """One step: the mode the policy picks, recorded with the duration `seconds_for(mode)`."""
+    mode = policy._next()
+    policy._record(mode, seconds_for(mode))
+    return mode
 
 
-@pytest.mark.parametrize("one,many,expected", [(0.10, 0.06, 2), (0.10, 0.095, 1), (0.01, 0.05, 1)])
-def test_probe_keeps_the_faster_count(one, many, expected, monkeypatch):
+PROBE = list(blas_threads.MODES) * blas_threads.PROBE_ROUNDS  # one, all, mlas, one, all, mlas, ...
+
+
+@pytest.mark.parametrize("one,all_,mlas,expected", [(0.10, 0.06, 0.07, "all"), (0.10, 0.07, 0.06, "mlas"),
+                                                    (0.10, 0.095, 0.092, "one"), (0.01, 0.05, 0.02, "one")])
+def test_probe_keeps_the_fastest_mode(one, all_, mlas, expected, monkeypatch):
     for var in blas_threads._BLAS_ENV:
         monkeypatch.delenv(var, raising=False)
     policy = StepThreads(cores=2, load=FakeLoad())
-    counts = [_run(policy, lambda n: one if n == 1 else many) for _ in range(1 + 2 * blas_threads.PROBE_ROUNDS)]
-    assert counts == [1] + [1, 2] * blas_threads.PROBE_ROUNDS  # warm-up, then alternating
+    times = {"one": one, "all": all_, "mlas": mlas}
+    modes = [_run(policy, times.__getitem__) for _ in range(1 + len(PROBE))]
+    assert modes == ["one"] + PROBE  # warm-up, then alternating
     assert policy.choice == expected
-    steady = [_run(policy, lambda n: one if n == 1 else many) for _ in range(5)]
+    steady = [_run(policy, times.__getitem__) for _ in range(5)]
     assert steady == [expected] * 5  # no new probe before REPROBE_S
 
 
@@ -48,40 +54,41 @@ def test_busy_machine_never_probes_and_backs_off(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     load = FakeLoad(others=1.0)
     policy = StepThreads(cores=2, load=load)
-    assert [_run(policy, lambda n: 0.1) for _ in range(10)] == [1] * 10
-    # quiet: it measures and takes two threads; then another process starts: back to one at once
+    assert [_run(policy, lambda m: 0.1) for _ in range(10)] == ["one"] * 10
+    # quiet: it measures and takes all cores; then another process starts: back to one at once
     load.others = 0.0
-    counts = [_run(policy, lambda n: 0.1 if n == 1 else 0.05) for _ in range(2 * blas_threads.PROBE_ROUNDS)]
-    assert counts == [1, 2] * blas_threads.PROBE_ROUNDS and policy.choice == 2
+    modes = [_run(policy, lambda m: 0.05 if m == "all" else 0.1) for _ in range(len(PROBE))]
+    assert modes == PROBE and policy.choice == "all"
     load.others = 0.9
-    assert _run(policy, lambda n: 0.5) == 1 and policy.choice == 1
+    assert _run(policy, lambda m: 0.5) == "one" and policy.choice == "one"
     load.others = 0.0
-    assert _run(policy, lambda n: 0.1) == 1  # and it waits REPROBE_S before measuring again
+    assert _run(policy, lambda m: 0.1) == "one"  # and it waits REPROBE_S before measuring again
     policy.next_probe = time.monotonic() - 1
-    assert _run(policy, lambda n: 0.1) == 1 and policy.plan == [2] + [1, 2] * (blas_threads.PROBE_ROUNDS - 1)
+    assert _run(policy, lambda m: 0.1) == "one" and policy.plan == PROBE[1:]
 
 
-def test_more_threads_are_dropped_when_they_stop_paying(monkeypatch):
-    """After choosing two threads, steps that get slower on average than one thread was send it back to one."""
+@pytest.mark.parametrize("mode", ["all", "mlas"])
+def test_more_cores_are_dropped_when_they_stop_paying(mode, monkeypatch):
+    """After choosing a multi-core mode, steps slower than one thread was (their median) send it back to one."""
     for var in blas_threads._BLAS_ENV:
         monkeypatch.delenv(var, raising=False)
     policy = StepThreads(cores=2, load=FakeLoad())
-    [_run(policy, lambda n: 0.10 if n == 1 else 0.06) for _ in range(1 + 2 * blas_threads.PROBE_ROUNDS)]
-    assert policy.choice == 2
-    assert [_run(policy, lambda n: 0.07) for _ in range(10)] == [2] * 10  # still faster than 0.10: kept
-    counts = [_run(policy, lambda n: 0.20 if n == 2 else 0.10) for _ in range(6)]
-    assert counts[:4] == [2] * 4 and counts[-1] == 1 and policy.choice == 1  # the median passed 0.10: back to one
+    [_run(policy, lambda m: 0.06 if m == mode else 0.10) for _ in range(1 + len(PROBE))]
+    assert policy.choice == mode
+    assert [_run(policy, lambda m: 0.07) for _ in range(10)] == [mode] * 10  # still faster than 0.10: kept
+    modes = [_run(policy, lambda m: 0.20 if m == mode else 0.10) for _ in range(6)]
+    assert modes[:4] == [mode] * 4 and modes[-1] == "one" and policy.choice == "one"  # the median passed 0.10
     assert policy.next_probe > time.monotonic()
 
 
 def test_one_slow_step_does_not_undo_the_choice(monkeypatch):
-    """Stalls of the VM (a step 5x slower now and then) leave two threads chosen: the median decides."""
+    """Stalls of the VM (a step 5x slower now and then) leave the choice alone: the median decides."""
     for var in blas_threads._BLAS_ENV:
         monkeypatch.delenv(var, raising=False)
     policy = StepThreads(cores=2, load=FakeLoad())
-    [_run(policy, lambda n: 0.10 if n == 1 else 0.06) for _ in range(1 + 2 * blas_threads.PROBE_ROUNDS)]
+    [_run(policy, lambda m: 0.06 if m == "all" else 0.10) for _ in range(1 + len(PROBE))]
     durations = [0.06, 0.30, 0.06, 0.06, 0.30, 0.06, 0.06, 0.30, 0.06, 0.06, 0.30]
-    assert [_run(policy, lambda n, d=d: d) for d in durations] == [2] * len(durations)
+    assert [_run(policy, lambda m, d=d: d) for d in durations] == ["all"] * len(durations)
 
 
 def test_a_count_fixed_in_the_environment_is_left_alone(monkeypatch):
@@ -94,16 +101,20 @@ def test_a_count_fixed_in_the_environment_is_left_alone(monkeypatch):
     assert inside == before
 
 
-def test_step_applies_the_count(monkeypatch):
+def test_step_applies_the_mode(monkeypatch):
+    from kconvert.ops import gemm
+
     for var in blas_threads._BLAS_ENV:
         monkeypatch.delenv(var, raising=False)
     policy = StepThreads(cores=2, load=FakeLoad())
-    policy.warm, policy.choice, policy.next_probe = True, 2, time.monotonic() + 100
-    with policy.step():
-        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {2}
-    policy.choice = 1
-    with policy.step():
-        assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+    policy.warm, policy.next_probe = True, time.monotonic() + 100
+    for mode, blas, mlas in [("all", 2, 0), ("one", 1, 1), ("mlas", 1, 2)]:
+        policy.choice = mode
+        for context in (policy.step, policy.current):
+            with context():
+                assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {blas}
+                assert gemm._local.threads == mlas
+            assert getattr(gemm._local, "threads", 0) == 0
 
 
 def test_other_load_from_proc_stat(tmp_path, monkeypatch):

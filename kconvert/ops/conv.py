@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import gemm
 from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
@@ -149,14 +150,14 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
             for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
                 cols_t[j] = xp[sl][..., 0]
             cols = cols_t.reshape(kprod, m).T  # (m, kprod), F-ordered: BLAS reads it transposed
-            np.matmul(cols, kmat, out=y[b].reshape(m, cout))
+            gemm.matmul(cols, kmat, out=y[b].reshape(m, cout))
             if keep_cols and len(chunks) == 1:
                 kept = cols
             continue
         win = _windows(xp, ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
         if groups == 1:
             cols = win.reshape(m, kprod * cin_g)
-            np.matmul(cols, kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
+            gemm.matmul(cols, kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
             if keep_cols and len(chunks) == 1:
                 kept = cols
         else:
@@ -236,12 +237,12 @@ class Conv(Op):
                     if saved is None:
                         win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
                     cols = saved if saved is not None else win.reshape(m, kprod * cin_g)
-                    gk[0] += cols.T @ g2
+                    gk[0] += gemm.matmul(cols.T, g2)
                 if need_x:  # one product per tap, added into place while it is still in cache
                     gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)
                     tap = np.empty((m, cin_g), dtype=np.result_type(g2, kt))
                     for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-                        gxp[sl] += np.matmul(g2, kt[j], out=tap).reshape(*lead, cin_g)
+                        gxp[sl] += gemm.matmul(g2, kt[j], out=tap).reshape(*lead, cin_g)
                     gx[b] = gxp[crop]
             else:
                 gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)

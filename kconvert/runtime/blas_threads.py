@@ -1,16 +1,18 @@
-"""How many BLAS threads a training step uses: chosen by measuring the steps themselves.
+"""How a training step uses the cores: chosen by measuring the steps themselves.
 
-Whether a second BLAS thread helps depends on the products (a batch of 64 through a 5x5 convolution: about 1.8x
-on 2 idle cores; the small products of an MLP or an LSTM cell: slower) and on the machine: when another process
-keeps a core busy, an OpenBLAS thread waits for it and the same steps run 3-8x slower. So a fit starts with one
-thread, then, if no other process is using the cores, times a few steps with one thread and with all cores,
-alternating, and keeps the faster count. It goes back to one thread as soon as other processes take half a core
-or more, or when the steps with more threads (the median of the last 7) get slower than one thread was when
-measured (this VM's second core is not always there), and measures again from time to time, while the others stay quiet.
+Whether a second thread helps depends on the products (a batch of 64 through a 5x5 convolution: about 1.8x on 2
+idle cores; the small products of an MLP or an LSTM cell: slower) and on the machine: when another process keeps
+a core busy, an OpenBLAS thread waits for it and the same steps run 3-8x slower. Three modes: "one" thread (large
+products in onnxruntime's MLAS where it is faster, ops/gemm.py); "all" cores in numpy's BLAS; "mlas": large
+products in MLAS on all cores, numpy's BLAS on one thread (the two pools never run at once). A fit starts on one
+thread, then, if no other process is using the cores, times a few steps in each mode, alternating, and keeps the
+fastest. It goes back to one thread as soon as other processes take half a core or more, or when the steps on
+more cores (the median of the last 7) get slower than one thread was when measured (this VM's second core is not
+always there), and measures again from time to time, while the others stay quiet.
 
-Results with one and two OpenBLAS threads differ in the last bits (different blocking). For bitwise-repeatable
+Results differ in the last bits between modes (different blocking, different kernels). For bitwise-repeatable
 runs, fix the count in the environment (`OMP_NUM_THREADS`, `OPENBLAS_NUM_THREADS`, ...): then kconvert leaves
-BLAS alone.
+BLAS alone and uses numpy's kernels only.
 """
 
 from __future__ import annotations
@@ -22,14 +24,17 @@ import statistics
 import time
 from collections.abc import Iterator
 
+from ..ops import gemm
+
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 _controller = None
 
 PROBE_ROUNDS = 3  # steps timed per candidate count, alternating
-GAIN = 0.85  # more threads must make a step at least this much shorter
+GAIN = 0.9  # more cores must make a step at least this much shorter
 BUSY_OTHERS = 0.5  # cores other processes may use before one thread is the only safe choice
-REPROBE_S = 30.0
+REPROBE_S = 10.0  # this VM speeds up and slows down by 2x within minutes: measure often
 RECENT = 7  # steady-state steps with more threads whose median is compared with one thread's
+MODES = ("one", "all", "mlas")  # measured in this order, alternating
 
 
 def _limit(n: int):
@@ -81,19 +86,24 @@ class OtherLoad:
 
 
 class StepThreads:
-    """The thread count for each step of one compiled model (`with policy.step(): ...`)."""
+    """The thread mode for each step of one compiled model (`with policy.step(): ...`): "one" thread, "all" cores in
+    numpy's BLAS, or "mlas": large products in onnxruntime's MLAS on all cores, numpy's BLAS on one thread."""
 
     def __init__(self, cores: int | None = None, load: OtherLoad | None = None):
         self.cores = cores or _cores()
         self.user_fixed = any(os.environ.get(v) for v in _BLAS_ENV)
         self.load = load if load is not None else OtherLoad()
-        self.choice = 1
-        self.plan: list[int] = []
-        self.trials: dict[int, list[float]] = {}
+        self.choice = "one"
+        self.plan: list[str] = []
+        self.trials: dict[str, list[float]] = {}
         self.next_probe = 0.0  # monotonic time of the next measurement; 0: after the warm-up step
         self.warm = False
         self.one_thread = float("inf")  # the median one-thread step of the last measurement
-        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # the last steps, more threads
+        self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # the last steps on more cores
+
+    def _threads(self, mode: str) -> tuple[int, int]:
+        """(numpy's BLAS threads, MLAS threads) of a mode."""
+        return {"one": (1, 1), "all": (self.cores, 0), "mlas": (1, self.cores)}[mode]
 
     def _quiet(self) -> bool:
         """Whether other processes left the cores idle since the last reading (False while it is too soon to
@@ -103,58 +113,73 @@ class StepThreads:
         others = self.load.cores(min_interval=0.25)
         return others is not None and others < BUSY_OTHERS
 
-    def _next(self) -> int:
+    def _next(self) -> str:
         if self.plan:
             return self.plan[0]
         if not self.warm:  # the first step builds metrics and caches: not a fair sample
-            return 1
+            return "one"
         now = time.monotonic()
-        if self.choice > 1:
+        if self.choice != "one":
             others = self.load.cores()
             if others is not None and others >= BUSY_OTHERS:  # someone else wants the cores now
-                self.choice, self.next_probe = 1, now + REPROBE_S
+                self.choice, self.next_probe = "one", now + REPROBE_S
         elif now >= self.next_probe and self._quiet():
-            self.plan = [1, self.cores] * PROBE_ROUNDS
-            self.trials = {1: [], self.cores: []}
+            self.plan = list(MODES) * PROBE_ROUNDS
+            self.trials = {mode: [] for mode in MODES}
             return self.plan[0]
         return self.choice
 
-    def _record(self, n: int, seconds: float) -> None:
+    def _record(self, mode: str, seconds: float) -> None:
         if not self.warm:
             self.warm = True
             return
         if not self.plan:
-            if n > 1:  # steady state with more threads: keep it only while it stays faster than one thread was
+            if mode != "one":  # steady state on more cores: kept only while it stays faster than one thread was
                 self.recent.append(seconds)
                 # the median: one slow step (this VM stalls now and then) must not undo a measured choice
                 if len(self.recent) > RECENT // 2 and statistics.median(self.recent) > self.one_thread:
-                    self.choice = 1
+                    self.choice = "one"
                     self.recent.clear()
                     self.next_probe = time.monotonic() + REPROBE_S
             return
         self.plan.pop(0)
-        self.trials[n].append(seconds)
+        self.trials[mode].append(seconds)
         if not self.plan:
-            one, many = (statistics.median(self.trials[k]) for k in (1, self.cores))
-            self.choice = self.cores if many < GAIN * one else 1
-            self.one_thread = one
+            medians = {m: statistics.median(t) for m, t in self.trials.items()}
+            best = min(("all", "mlas"), key=medians.__getitem__)
+            self.choice = best if medians[best] < GAIN * medians["one"] else "one"
+            self.one_thread = medians["one"]
             self.recent.clear()
             self.next_probe = time.monotonic() + REPROBE_S
             self.load.cores(min_interval=0.0)  # start the next window now
 
     @contextlib.contextmanager
+    def _mode(self, mode: str) -> Iterator[None]:
+        blas, mlas = self._threads(mode)
+        with _limit(blas), gemm.use_mlas(mlas):
+            yield
+
+    @contextlib.contextmanager
     def step(self) -> Iterator[None]:
-        """Run one train step with the chosen thread count (and time it while measuring)."""
-        if self.user_fixed or self.cores < 2:
-            with contextlib.nullcontext() if self.user_fixed else _limit(1):
+        """Run one train step in the chosen mode (and time it while measuring)."""
+        if self.user_fixed:
+            yield
+            return
+        if self.cores < 2:
+            with self._mode("one"):
                 yield
             return
-        n = self._next()
+        mode = self._next()
         start = time.perf_counter()
-        with _limit(n):
+        with self._mode(mode):
             yield
-        self._record(n, time.perf_counter() - start)
+        self._record(mode, time.perf_counter() - start)
 
-    def current(self):
-        """A context with the count chosen so far, for steps that are not timed (evaluation)."""
-        return contextlib.nullcontext() if self.user_fixed else _limit(self.choice)
+    @contextlib.contextmanager
+    def current(self) -> Iterator[None]:
+        """The mode chosen so far, for steps that are not timed (evaluation)."""
+        if self.user_fixed:
+            yield
+            return
+        with self._mode(self.choice if self.cores > 1 else "one"):
+            yield

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from ..ops import gemm
 from .grad_rules import masked, ufunc_rule, unbroadcast_to
 
 
@@ -179,12 +180,12 @@ def _matmul(out, needs, a, b):
                 gb = unbroadcast_to(a[:, None] * g[..., None, :], b.shape)
             return ga, gb
         if needs[0]:
-            ga = unbroadcast_to(np.matmul(g, np.swapaxes(b, -1, -2)), a.shape)
+            ga = unbroadcast_to(gemm.matmul(g, np.swapaxes(b, -1, -2)), a.shape)
         if needs[1]:
             if a.ndim == 2 and b.ndim == 2:
-                gb = a.T @ g
+                gb = gemm.matmul(a.T, g)
             elif b.ndim == 2:  # shared weights: fold the batch axes into one GEMM
-                gb = a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
+                gb = gemm.matmul(a.reshape(-1, a.shape[-1]).T, g.reshape(-1, g.shape[-1]))
             else:
                 gb = unbroadcast_to(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
         return ga, gb
