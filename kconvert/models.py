@@ -676,7 +676,9 @@ def _save_keras3(model: Model, path: str, archive: bool, include_optimizer: bool
         layers = keras3_weights.keras3_layers(ready)
     training, opt_weights = None, None
     if include_optimizer:  # the compiled state; uncompiled, what a Keras 3 .h5 it came from carried
-        state = training_config.keras3_h5_training_state(model)
+        paths = keras3_weights.variable_paths(keras3_weights.keras3_layers(model), model) \
+            if isinstance(model, Model) else None
+        state = training_config.keras3_h5_training_state(model, paths)
         if state is not None:
             training, opt_weights = state
         elif keras3_config.keras_major(getattr(model, "_source_keras_version", None)) >= 3:

@@ -252,10 +252,12 @@ def _major(keras_version) -> int:
     return int(head) if head.isdigit() else 0
 
 
-def keras3_h5_training_state(model) -> tuple[dict | None, list[tuple[str, np.ndarray]] | None] | None:
+def keras3_h5_training_state(model, variable_paths: dict[int, str] | None = None
+                             ) -> tuple[dict | None, list[tuple[str, np.ndarray]] | None] | None:
     """(training_config, optimizer_weights) that Keras 3's legacy `.h5` writer stores for a compiled `model`:
     `model._compile_config` less the optimizer, plus `optimizer_config` (registered class name and Keras 3 config),
-    and `optimizer.variables` by their paths (`sgd/iteration`, `sgd/learning_rate`, `sgd/<var>_momentum`, ...).
+    and `optimizer.variables` by their paths (`sgd/iteration`, `sgd/learning_rate`, `sgd/<var>_momentum`, ...;
+    `variable_paths` maps id(weight) to its Keras 3 path, `seq/dense/kernel`, for the slot names).
     None when the model is not compiled; a model compiled from a Keras 3 `.h5` and not trained since gives the
     file's own state back."""
     compiled = getattr(model, "_compiled", None)
@@ -270,9 +272,7 @@ def keras3_h5_training_state(model) -> tuple[dict | None, list[tuple[str, np.nda
     twin, entries = found
     config = {**_legacy_form(entries),
               "optimizer_config": {"class_name": type(twin).__name__, "config": twin.get_config()}}
-    from ..converters.keras3_weights import keras3_layers, variable_paths
-
-    twin._variable_paths = variable_paths(keras3_layers(model), model)  # slot names follow the variables' paths
+    twin._variable_paths = variable_paths or {}  # slot names follow the variables' paths
     try:
         return config, [(w.name, np.asarray(w.value)) for w in twin.variables()]
     finally:
