@@ -310,8 +310,7 @@ class Optimizer:
         """tf_keras's base `build` creates the weights' moving averages (use_ema) before the subclass's slots."""
         return ([("average",)] if self.use_ema else []) + self._slot_groups()
 
-    def _var_name(self, w: Weight) -> str:
-        paths = getattr(self, "_variable_paths", None)  # set while a Keras 3 .h5 writer names the slots
+    def _var_name(self, w: Weight, paths: dict[int, str] | None = None) -> str:
         if paths and id(w) in paths:
             return paths[id(w)]
         return w.name[:-2] if w.name.endswith(":0") else w.name
@@ -323,8 +322,8 @@ class Optimizer:
             return [(key, i) for group in groups for key in group for i in range(len(self._weights))]
         return [(key, i) for group in groups for i in range(len(self._weights)) for key in group]
 
-    def _slot_name(self, key: str, w: Weight) -> str:
-        var = self._var_name(w)
+    def _slot_name(self, key: str, w: Weight, paths: dict[int, str] | None = None) -> str:
+        var = self._var_name(w, paths)
         if self.dialect == "legacy":
             return f"{self.name}/{var}/{self._legacy_names.get(key, key)}:0"
         if self.dialect == "keras3":
@@ -335,8 +334,9 @@ class Optimizer:
         """(name, key into _extra, position: 0 after iteration, -1 at the end)."""
         return []
 
-    def variables(self) -> list[Weight]:
-        """The optimizer's state as Keras saves it (`optimizer_weights`), in the writer's order and names."""
+    def variables(self, variable_paths: dict[int, str] | None = None) -> list[Weight]:
+        """The optimizer's state as Keras saves it (`optimizer_weights`), in the writer's order and names;
+        `variable_paths` (id(weight) -> Keras 3 path, `seq/dense/kernel`) overrides the names the slots derive from."""
         if self.dialect == "legacy":
             head = [Weight(f"{self.name}/iter:0", np.asarray(self.iterations, np.int64), trainable=False)]
         elif self.dialect == "keras3":
@@ -348,7 +348,7 @@ class Optimizer:
             head = [Weight("iteration:0", np.asarray(self.iterations, np.int64), trainable=False)]
         extras = [(Weight(n, self._extra[k], trainable=False), pos) for n, k, pos in self._extra_variables()]
         head += [w for w, pos in extras if pos == 0]
-        slots = [Weight(self._slot_name(key, self._weights[i]), self._slots[key][i], trainable=False)
+        slots = [Weight(self._slot_name(key, self._weights[i], variable_paths), self._slots[key][i], trainable=False)
                  for key, i in self._slot_order()]
         return head + slots + [w for w, pos in extras if pos == -1]
 

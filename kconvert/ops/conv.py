@@ -81,6 +81,19 @@ def _windows(xp: np.ndarray, ksize, strides, dilations, out_sizes):
     return np.moveaxis(win, 1 + n_sp, -1)
 
 
+def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray:
+    """The im2col matrix `(N * prod(out), prod(k) * C)` of padded channels-last `xp` (groups == 1): the window
+    view copied once; for one channel, tap by tap (block copies of shifted rows, not a gather), F-ordered."""
+    m = xp.shape[0] * int(np.prod(out_sizes))
+    kprod = int(np.prod(ksize))
+    if xp.shape[-1] == 1:
+        cols_t = np.empty((kprod, xp.shape[0], *out_sizes), dtype=xp.dtype)
+        for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
+            cols_t[j] = xp[sl][..., 0]
+        return cols_t.reshape(kprod, m).T  # BLAS reads it transposed
+    return _windows(xp, ksize, strides, dilations, out_sizes).reshape(m, kprod * xp.shape[-1])
+
+
 def _tap_slices(ksize, strides, dilations, in_sizes):
     """For each kernel tap, the slice of the (padded / full) array it meets: positions t*d + i*s."""
     for tap in np.ndindex(*ksize):
@@ -145,22 +158,13 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
     for b in chunks:
         xp = _pad(xl[b], pads)
         m = xl[b].shape[0] * int(np.prod(out_sizes))
-        if groups == 1 and cin_g == 1:  # one channel: tap-major columns, each a block copy of shifted rows
-            cols_t = np.empty((kprod, xl[b].shape[0], *out_sizes), dtype=xl.dtype)
-            for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-                cols_t[j] = xp[sl][..., 0]
-            cols = cols_t.reshape(kprod, m).T  # (m, kprod), F-ordered: BLAS reads it transposed
-            gemm.matmul(cols, kmat, out=y[b].reshape(m, cout))
-            if keep_cols and len(chunks) == 1:
-                kept = cols
-            continue
-        win = _windows(xp, ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
         if groups == 1:
-            cols = win.reshape(m, kprod * cin_g)
+            cols = _columns(xp, ksize, strides, dilations, out_sizes)
             gemm.matmul(cols, kmat, out=y[b].reshape(m, cout))  # y[b] is contiguous
             if keep_cols and len(chunks) == 1:
                 kept = cols
         else:
+            win = _windows(xp, ksize, strides, dilations, out_sizes)  # (n_b, *out, *k, C)
             cols = win.reshape(m, kprod, groups, cin_g).transpose(2, 0, 1, 3).reshape(groups, m, kprod * cin_g)
             y[b] = np.matmul(cols, kmat).transpose(1, 0, 2).reshape(y[b].shape)
     return (y, kept) if keep_cols else y
@@ -234,9 +238,8 @@ class Conv(Op):
             if groups == 1:
                 g2 = gl[b].reshape(m, cout)
                 if need_k:
-                    if saved is None:
-                        win = _windows(_pad(xl[b], pads), ksize, strides, dilations, out_sizes)
-                    cols = saved if saved is not None else win.reshape(m, kprod * cin_g)
+                    cols = saved if saved is not None else _columns(_pad(xl[b], pads), ksize, strides, dilations,
+                                                                    out_sizes)
                     gk[0] += gemm.matmul(cols.T, g2)
                 if need_x:  # one product per tap, added into place while it is still in cache
                     gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)

@@ -124,14 +124,8 @@ def _tiled_max_grad(x, grad, output, axes, ksize):
             np.greater(h, taken, out=h)  # h and not taken
             if i + 1 < len(taps):
                 taken |= h
-    g = np.broadcast_to(np.reshape(grad, keep), split)
-    if g.dtype.kind == "f" and g.dtype.itemsize in (4, 8):  # _where_or_zero's bit AND, broadcasting the gradient
-        ut = np.uint32 if g.dtype.itemsize == 4 else np.uint64
-        bits = hit.astype(ut)
-        np.negative(bits, out=bits)
-        np.bitwise_and(bits, g.view(ut), out=bits)
-        return bits.view(g.dtype).reshape(x.shape)
-    return np.where(hit, g, 0).astype(grad.dtype, copy=False).reshape(x.shape)
+    g = np.broadcast_to(np.reshape(grad, keep), split)  # the gradient over each window, not copied
+    return _where_or_zero(hit, g).astype(grad.dtype, copy=False).reshape(x.shape)
 
 
 def _looped_max_grad(x, grad, output, axes, ksize, strides, pads, out):

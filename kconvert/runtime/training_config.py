@@ -272,11 +272,7 @@ def keras3_h5_training_state(model, variable_paths: dict[int, str] | None = None
     twin, entries = found
     config = {**_legacy_form(entries),
               "optimizer_config": {"class_name": type(twin).__name__, "config": twin.get_config()}}
-    twin._variable_paths = variable_paths or {}  # slot names follow the variables' paths
-    try:
-        return config, [(w.name, np.asarray(w.value)) for w in twin.variables()]
-    finally:
-        del twin._variable_paths
+    return config, [(w.name, np.asarray(w.value)) for w in twin.variables(variable_paths)]
 
 
 def recompile_keras3(model, compile_config: dict, optimizer_state, file: str) -> bool:

@@ -66,6 +66,12 @@ def _legacy_weights(path, layers, **attrs):
     return path
 
 
+def _copy(source, path):
+    """`path`, holding a byte copy of `source` (a committed fixture) to edit in place."""
+    path.write_bytes(source.read_bytes())
+    return path
+
+
 def _text(x):
     return x.decode() if isinstance(x, bytes) else str(x)
 
@@ -115,10 +121,8 @@ def _hostile_h5(tmp_path):
         return "load_weights", p, lw
 
     def external_model_weights():
-        p = tmp_path / "ext_model.h5"
-        p.write_bytes((K2 / "seq_mlp.h5").read_bytes())
-        inner = tmp_path / "inner_weights.h5"
-        inner.write_bytes((K2 / "seq_mlp_weights.h5").read_bytes())
+        p = _copy(K2 / "seq_mlp.h5", tmp_path / "ext_model.h5")
+        inner = _copy(K2 / "seq_mlp_weights.h5", tmp_path / "inner_weights.h5")
         with h5py.File(p, "a") as f:
             del f["model_weights"]
             f["model_weights"] = h5py.ExternalLink(str(inner), "/")
@@ -190,15 +194,13 @@ def _hostile_h5(tmp_path):
         return "load_weights", p, lw
 
     def model_config_not_json():
-        p = tmp_path / "config_int.h5"
-        p.write_bytes((K2 / "seq_mlp.h5").read_bytes())
+        p = _copy(K2 / "seq_mlp.h5", tmp_path / "config_int.h5")
         with h5py.File(p, "a") as f:
             f.attrs["model_config"] = np.arange(3.0)
         return "load_model", p, {}
 
     def model_config_huge_units():
-        p = tmp_path / "units.h5"
-        p.write_bytes((K2 / "seq_mlp.h5").read_bytes())
+        p = _copy(K2 / "seq_mlp.h5", tmp_path / "units.h5")
         with h5py.File(p, "a") as f:
             config = json.loads(f.attrs["model_config"])
             config["config"]["layers"][1]["config"]["units"] = 10**12
@@ -263,8 +265,7 @@ _ATTRS = ["layer_names", "backend", "keras_version", "weight_names", "model_conf
 @given(attr=st.sampled_from(_ATTRS), value=_ATTR_VALUES, on_layer=st.booleans())
 def test_attributes_of_any_type_keep_the_contract(worker, tmp_path_factory, attr, value, on_layer):
     tmp = tmp_path_factory.mktemp("attrs")
-    path = tmp / "m.h5"
-    path.write_bytes((K2 / "seq_mlp.h5").read_bytes())
+    path = _copy(K2 / "seq_mlp.h5", tmp / "m.h5")
     with h5py.File(path, "a") as f:
         target = f["model_weights/dense"] if on_layer else (f if attr in ("model_config", "training_config")
                                                              else f["model_weights"])
