@@ -32,7 +32,7 @@ def _run(policy, seconds_for):
     return mode
 
 
-PROBE = list(blas_threads.MODES) * blas_threads.PROBE_ROUNDS  # one, all, mlas, one, all, mlas, ...
+PROBE = blas_threads.probe_plan()  # one, one, one, one, mlas, mlas, ...
 
 
 @pytest.mark.parametrize("one,all_,mlas,expected", [(0.10, 0.06, 0.07, "all"), (0.10, 0.07, 0.06, "mlas"),
@@ -43,10 +43,29 @@ def test_probe_keeps_the_fastest_mode(one, all_, mlas, expected, monkeypatch):
     policy = StepThreads(cores=2, load=FakeLoad())
     times = {"one": one, "all": all_, "mlas": mlas}
     modes = [_run(policy, times.__getitem__) for _ in range(1 + len(PROBE))]
-    assert modes == ["one"] + PROBE  # warm-up, then alternating
+    assert modes == ["one"] + PROBE  # warm-up, then a block per mode
     assert policy.choice == expected
     steady = [_run(policy, times.__getitem__) for _ in range(5)]
     assert steady == [expected] * 5  # no new probe before REPROBE_S
+
+
+def test_probe_blocks_and_their_first_steps(monkeypatch):
+    """A block of steps per mode, its first step not counted: the step after another mode pays for that mode's
+    leftovers (OpenBLAS's spinning workers after "all"), which must not decide the choice."""
+    for var in blas_threads._BLAS_ENV:
+        monkeypatch.delenv(var, raising=False)
+    assert PROBE == [m for m in ("one", "mlas", "all") for _ in range(blas_threads.PROBE_ROUNDS + 1)]
+    policy = StepThreads(cores=2, load=FakeLoad())
+    _run(policy, lambda m: 1.0)  # warm-up
+    previous = [None]
+
+    def seconds(mode):  # "mlas" is the fastest, but 0.2 s slower right after a change of mode
+        slow = 0.2 if previous[0] != mode else 0.0
+        previous[0] = mode
+        return {"one": 0.10, "mlas": 0.06, "all": 0.08}[mode] + slow
+
+    assert [_run(policy, seconds) for _ in PROBE] == PROBE
+    assert policy.choice == "mlas" and policy.one_thread == pytest.approx(0.10)
 
 
 def test_busy_machine_never_probes_and_backs_off(monkeypatch):
