@@ -6,7 +6,8 @@ Layout: `x` is channels-last `(N, *spatial, C)` (or channels-first with `channel
 `(*k, filters, C)`.
 
 Both directions are one GEMM each: the convolution gathers every kernel tap of every output position into
-an im2col matrix (a strided view, copied once by the reshape; tap by tap, in blocks, for one input channel)
+an im2col matrix (a strided view, copied once into a kept buffer, ops/scratch.py; tap by tap, in blocks, for one
+input channel)
 and multiplies it by the kernel; the transposed
 convolution multiplies the input by the kernel first and then scatter-adds the per-tap columns into the
 output (col2im), which loops over kernel taps only, never over output positions. Work is split over batch
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import gemm
+from . import gemm, scratch
 from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
@@ -91,7 +92,10 @@ def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray
         for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
             cols_t[j] = xp[sl][..., 0]
         return cols_t.reshape(kprod, m).T  # BLAS reads it transposed
-    return _windows(xp, ksize, strides, dilations, out_sizes).reshape(m, kprod * xp.shape[-1])
+    win = _windows(xp, ksize, strides, dilations, out_sizes)
+    cols = scratch.buffer("im2col", win.shape, xp.dtype)  # a kept buffer: a new one's page faults cost as much
+    np.copyto(cols, win)
+    return cols.reshape(m, kprod * xp.shape[-1])
 
 
 def _tap_slices(ksize, strides, dilations, in_sizes):
