@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from . import ufuncs
 from .base import traceable
 from .logits import mark
 
@@ -17,7 +18,7 @@ def relu(x, negative_slope=0.0, max_value=None, threshold=0.0):
     if threshold != 0.0:
         y = np.where(x > threshold, x, 0).astype(x.dtype, copy=False)
     else:
-        y = np.maximum(x, 0)
+        y = ufuncs.call(np.maximum, x, 0)  # a Var or an ONNX Sym takes the call through its own protocol
     if max_value is not None:
         y = np.clip(y, 0, max_value)
     if negative_slope != 0.0:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import KConvertError
-from ..ops import gemm, logits
+from ..ops import logits, ufuncs
 from ..ops.base import OPS, unbroadcast
 from ..ops.coercion import asarray as _asarray  # numpy's own, whatever patch is installed
 from ..ops.coercion import numpy_takes
@@ -414,7 +414,7 @@ def _ufunc(ufunc, method: str, inputs: tuple, kwargs: dict):
         if kwargs.get("where", True) is not True:
             raise AutodiffError(f"numpy.{ufunc.__name__} with where= on a tracked tensor")
         raw = [_raw(a) for a in inputs]
-        value = gemm.matmul(*raw) if ufunc is np.matmul and not kwargs and len(raw) == 2 else ufunc(*raw, **kwargs)
+        value = ufuncs.call(ufunc, *raw, **kwargs)
         rule = UFUNC_RULES.get(ufunc.__name__)
         if rule is None:
             result = _no_rule(f"numpy.{ufunc.__name__}", value, inputs)
