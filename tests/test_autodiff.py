@@ -309,6 +309,38 @@ def test_fused_gru_cell_is_gru_step_bit_for_bit():
     np.testing.assert_array_equal(gru_cell(xp, h @ kernel + bias, h), expected)
 
 
+@pytest.mark.parametrize("ksize,strides,pads,channels_last", [
+    ((2, 2), None, None, True),  # tiled: each tap's slice written once
+    ((2, 3), None, None, False),
+    ((3, 2), (2, 1), ((1, 1), (0, 1)), True),  # overlapping windows with padding: slices added
+    ((3,), (2,), ((1, 0),), True),
+    ((2, 2, 2), (1, 2, 2), None, False),
+])
+def test_max_pool_saved_winners_give_the_tap_loop_gradient(ksize, strides, pads, channels_last):
+    """forward_saving keeps each window's first maximal tap; the backward pass from it equals the tap loop's
+    gradient bit for bit: on distinct values, a ReLU output (all-zero windows tie), half-integers with a NaN
+    window (no gradient) and all-equal windows (the first tap takes it), and its output is forward's."""
+    from kconvert.ops.pooling import MaxPool, _geometry, _looped_max_grad
+
+    shape = (3, 8, 9, 4) if len(ksize) == 2 else (3, 9, 4) if len(ksize) == 1 else (2, 5, 6, 7, 3)
+    x = R.standard_normal(shape).astype(np.float32)
+    part = np.round(x * 2) / 2
+    part.flat[5] = np.nan
+    for case in (x, np.maximum(x, 0), part, np.ones_like(x)):
+        if not channels_last:
+            case = np.ascontiguousarray(np.moveaxis(case, -1, 1))
+        y, won = MaxPool.forward_saving((True,), case, ksize, strides, pads, channels_last)
+        np.testing.assert_array_equal(y, MaxPool.forward(case, ksize, strides, pads, channels_last))
+        assert won.dtype == np.int8 and won.shape == y.shape
+        g = (R.standard_normal(y.shape) * 3).astype(np.float32)
+        got = MaxPool.backward(g, (case,), y, ksize, strides, pads, channels_last, saved=won)[0]
+        ksz, st, pd, axes, _, out = _geometry(case, ksize, strides, pads, channels_last)
+        expected = _looped_max_grad(case, g, y, axes, ksz, st, pd, out)
+        np.testing.assert_array_equal(got.view(np.uint32), expected.view(np.uint32))
+        assert got.shape == case.shape and got.dtype == np.float32
+    assert MaxPool.forward_saving((False,), x, (2,) * (x.ndim - 2))[1] is None  # no gradient asked: nothing kept
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_max_pool_gradient_fast_path_equals_the_tap_loop(channels_last):
     """Windows that tile the input (stride = window, no padding) take whole-array passes; the result is the tap

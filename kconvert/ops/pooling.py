@@ -142,6 +142,32 @@ def _looped_max_grad(x, grad, output, axes, ksize, strides, pads, out):
     return _crop_pads(gxp, axes, pads)
 
 
+def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled):
+    """Max pooling's gradient from each window's winning tap `won` (MaxPool.forward_saving): one masked copy of
+    the gradient per tap. A NaN window takes no gradient, as in the tap loop (no tap equals NaN)."""
+    grad = np.asarray(grad)
+    nan = np.isnan(output)
+    if nan.any():
+        grad = _where_or_zero(~nan, grad)
+    if tiled and grad.dtype.kind == "f" and grad.dtype.itemsize in (4, 8) and grad.shape == won.shape:
+        # the taps' slices cover x once: each is written (the AND of _where_or_zero straight into it), none added
+        ut = np.uint32 if grad.dtype.itemsize == 4 else np.uint64
+        gx = np.empty(x.shape, grad.dtype)
+        bits_out, g_bits = gx.view(ut), np.ascontiguousarray(grad).view(ut)
+        for j, tap in enumerate(np.ndindex(*ksize)):
+            bits = np.equal(won, j).astype(ut)
+            np.negative(bits, out=bits)
+            np.bitwise_and(bits, g_bits, out=bits_out[_tap_slice(x.ndim, axes, tap, strides, out)])
+        return gx
+    shape = list(x.shape)
+    for a, (lo, hi) in zip(axes, pads):
+        shape[a] += lo + hi
+    gxp = np.zeros(shape, grad.dtype)
+    for j, tap in enumerate(np.ndindex(*ksize)):
+        gxp[_tap_slice(x.ndim, axes, tap, strides, out)] += _where_or_zero(np.equal(won, j), grad)
+    return _crop_pads(gxp, axes, pads)
+
+
 def _onnx_pool(builder, op_type, x_name, ksize, strides, pads, channels_last, **extra):
     n_sp = len(ksize)
     if channels_last:
@@ -159,21 +185,46 @@ class MaxPool(Op):
 
     @staticmethod
     def forward(x, ksize, strides=None, pads=None, channels_last=True):
-        ksize, strides, pads, axes, _, out = _geometry(x, ksize, strides, pads, channels_last)
-        xp = _pad(x, axes, pads, _lowest(x.dtype))
-        y = None
-        for tap in np.ndindex(*ksize):
-            v = xp[_tap_slice(x.ndim, axes, tap, strides, out)]
-            y = v.copy() if y is None else np.maximum(y, v, out=y)
-        return y
+        return MaxPool.forward_saving((False,), x, ksize, strides, pads, channels_last)[0]
 
     @staticmethod
-    def backward(grad, inputs, output, ksize, strides=None, pads=None, channels_last=True):
-        """The gradient goes to the first tap holding the window's maximum."""
+    def forward_saving(needs, x, ksize, strides=None, pads=None, channels_last=True):
+        """`forward`, plus (when x's gradient is wanted) each window's winning tap: the first one holding the
+        maximum, as the tap loop in `_looped_max_grad` picks it (a few byte-sized passes here save the
+        backward pass's comparisons with the whole input)."""
+        ksize, strides, pads, axes, _, out = _geometry(x, ksize, strides, pads, channels_last)
+        xp = _pad(x, axes, pads, _lowest(x.dtype))
+        y = won = None
+        keep = bool(needs[0]) and np.dtype(x.dtype).kind == "f" and int(np.prod(ksize)) <= 127
+        for j, tap in enumerate(np.ndindex(*ksize)):
+            v = xp[_tap_slice(x.ndim, axes, tap, strides, out)]
+            if y is None:
+                y = v.copy()
+                won = np.zeros(y.shape, np.int8) if keep else None
+                continue
+            if not keep:
+                np.maximum(y, v, out=y)
+                continue
+            # a later tap wins only with a strictly greater value (v > y: the maximum grew; contiguous arrays
+            # compare faster than the strided tap); won < j, so won = max(won, j * (v > y))
+            before = y.copy()
+            np.maximum(y, v, out=y)
+            step = np.greater(y, before).view(np.int8)
+            np.multiply(step, np.int8(j), out=step)
+            np.maximum(won, step, out=won)
+        return y, won
+
+    @staticmethod
+    def backward(grad, inputs, output, ksize, strides=None, pads=None, channels_last=True, saved=None):
+        """The gradient goes to the first tap holding the window's maximum (`saved`: those taps, from
+        `forward_saving`)."""
         (x,) = inputs
         ksize, strides, pads, axes, sizes, out = _geometry(x, ksize, strides, pads, channels_last)
-        if strides == ksize and not any(lo or hi for lo, hi in pads) and \
-                all(s == o * k for s, o, k in zip(sizes, out, ksize)):
+        tiled = strides == ksize and not any(lo or hi for lo, hi in pads) and \
+            all(s == o * k for s, o, k in zip(sizes, out, ksize))
+        if saved is not None:
+            return (_saved_max_grad(x, grad, output, saved, axes, ksize, strides, pads, out, tiled),)
+        if tiled:
             return (_tiled_max_grad(x, grad, output, axes, ksize),)
         return (_looped_max_grad(x, grad, output, axes, ksize, strides, pads, out),)
 
