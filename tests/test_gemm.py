@@ -65,15 +65,18 @@ def test_the_choice_is_timed_once_per_shape(monkeypatch):
     monkeypatch.setattr(gemm, "_choice", {})
     timed = []
     real = gemm._faster_is_mlas
-    monkeypatch.setattr(gemm, "_faster_is_mlas", lambda *args: (timed.append(args[1:]), real(*args))[1])
+    monkeypatch.setattr(gemm, "_faster_is_mlas",
+                        lambda *args: (timed.append((args[1].shape, args[2].shape, args[3].shape)), real(*args))[1])
     rng = np.random.default_rng(2)
     a, b = rng.standard_normal((40, 30), dtype=np.float32), rng.standard_normal((30, 20), dtype=np.float32)
     with gemm.use_mlas(1):
         for _ in range(3):
             np.testing.assert_allclose(gemm.matmul(a, b), a @ b, rtol=1e-5, atol=1e-5)
         gemm.matmul(a.T.copy().T, b)  # the same shape and transposition: no new timing
-        gemm.matmul(np.ascontiguousarray(a.T).T, b)  # a transposed A: a new key
-    assert timed == [(40, 30, 20, 0, 0), (40, 30, 20, 1, 0)]
+        out = np.full((40, 20), np.nan, np.float32)  # timed on the product itself: `out` ends as the product
+        assert gemm.matmul(np.ascontiguousarray(a.T).T, b, out=out) is out  # a transposed A: a new key
+        np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-5)
+    assert timed == [((40, 30), (30, 20), (40, 30)), ((40, 30), (30, 20), (30, 40))]  # the stored A: a or a.T
     assert set(gemm._choice) == {(40, 30, 20, 0, 0, 1), (40, 30, 20, 1, 0, 1)}
 
 

@@ -4,7 +4,7 @@ The two differ by shape and by machine. On this VM (AMD Zen 5, numpy's OpenBLAS 
 the environment) MLAS is 1.5-3x faster on one thread for most training shapes, and with two threads the MNIST CNN
 of benchmarks/train_vs_keras.py trains at 42 ms a step against 52 with OpenBLAS's two threads; with a current
 OpenBLAS the two are about even. So the first product of each shape (transposition and thread count) is timed with
-both kernels on scratch arrays, and the faster serves every later product of that shape in the process.
+both kernels on its own operands, and the faster serves every later product of that shape in the process.
 
 The training loop turns MLAS on per step (`use_mlas(threads)`, runtime/blas_threads.py), with numpy's BLAS on one
 thread meanwhile, so that the two libraries' thread pools never compete; the sessions do not spin between calls.
@@ -101,20 +101,18 @@ def _mlas(session, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     session.run_with_iobinding(binding)
 
 
-def _faster_is_mlas(session, m: int, k: int, n: int, ta: int, tb: int) -> bool:
-    """Time both kernels on scratch arrays of this shape (alternating, the first round not counted)."""
-    a = np.full((k, m) if ta else (m, k), 0.5, np.float32)  # the values do not change a product's time
-    b = np.full((n, k) if tb else (k, n), 0.25, np.float32)
-    a_use, b_use = (a.T if ta else a), (b.T if tb else b)
-    out = np.empty((m, n), np.float32)
+def _faster_is_mlas(session, a: np.ndarray, b: np.ndarray, a_mem: np.ndarray, b_mem: np.ndarray,
+                    out: np.ndarray) -> bool:
+    """Time both kernels on this product itself (alternating, the first round not counted); `out` is written, and
+    the caller's product overwrites it. The operands' values do not change a product's time."""
     times: dict[bool, list[float]] = {False: [], True: []}
     for _ in range(TRIALS + 1):
         for mlas in (False, True):
             start = time.perf_counter()
             if mlas:
-                _mlas(session, a, b, out)
+                _mlas(session, a_mem, b_mem, out)
             else:
-                np.matmul(a_use, b_use, out=out)
+                np.matmul(a, b, out=out)
             times[mlas].append(time.perf_counter() - start)
     return statistics.median(times[True][1:]) < statistics.median(times[False][1:])
 
@@ -136,7 +134,9 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     key = (a.shape[0], a.shape[1], b.shape[1], ta, tb, threads)
     use = _choice.get(key)
     if use is None:
-        use = _choice[key] = _faster_is_mlas(session, *key[:5])
+        if out is None:
+            out = np.empty((a.shape[0], b.shape[1]), np.float32)
+        use = _choice[key] = _faster_is_mlas(session, a, b, a_mem, b_mem, out)
     if not use:
         return np.matmul(a, b, out=out)
     if out is None:
