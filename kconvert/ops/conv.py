@@ -6,12 +6,10 @@ Layout: `x` is channels-last `(N, *spatial, C)` (or channels-first with `channel
 `(*k, filters, C)`.
 
 Both directions are one GEMM each: the convolution gathers every kernel tap of every output position into
-an im2col matrix (a strided view, copied once into a kept buffer, ops/scratch.py; tap by tap, in blocks, for one
-input channel)
-and multiplies it by the kernel; the transposed
-convolution multiplies the input by the kernel first and then scatter-adds the per-tap columns into the
-output (col2im), which loops over kernel taps only, never over output positions. Work is split over batch
-chunks so that the im2col buffer stays bounded.
+an im2col matrix (a strided view, copied once into a kept buffer, ops/scratch.py; tap by tap, in blocks, for
+one input channel) and multiplies it by the kernel; the transposed convolution multiplies the input by the
+kernel first and then scatter-adds the per-tap columns into the output (col2im), which loops over kernel taps
+only, never over output positions. Work is split over batch chunks so that the im2col buffer stays bounded.
 """
 
 from __future__ import annotations
