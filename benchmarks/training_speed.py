@@ -1,10 +1,13 @@
 """Training speed on the CPU: kconvert `fit` vs tf_keras `fit` (default tf.function) on the same weights and data.
 
-Run: python benchmarks/training_speed.py [--repeat 3]
+Run: python benchmarks/training_speed.py [--repeat 3] [--rounds 3]
 Three models: (a) a small CNN on 32x32x3 (Conv 3x3x16 -> Conv 3x3x32 -> MaxPool 2 -> Dense 10, batch 32),
 (b) an MLP (784-256-256-10, batch 128), (c) a small LSTM (20 steps x 8 features, LSTM 32 -> Dense 1, batch 32),
 SGD with momentum, no shuffling. Each run is a fresh process: one warm-up epoch (tf_keras traces its graph),
-then `fit(epochs=2)` timed; the figure is the median over `--repeat` timed fits of the per-step time.
+then `fit(epochs=2)` timed; a run's figure is the median over `--repeat` timed fits of the per-step time. The
+configurations take turns for `--rounds` rounds, and each shows its fastest round, with the median and the slowest
+beside it (this VM's speed swings by up to 2x within minutes: the fastest round is each configuration on an
+undisturbed machine).
 kconvert runs with its default BLAS threads (fit picks them: no env var set) and with BLAS limited to 1 and 2
 threads (OMP/OPENBLAS/MKL env vars), tf_keras with 1 and 2 intra-op threads; the ratios are kconvert's default
 and kconvert's best over tf_keras's best. The final losses of both are printed as a check
@@ -14,6 +17,7 @@ that both trained the same model. Results are printed and saved to benchmarks/re
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -84,14 +88,17 @@ print(json.dumps({{"time": statistics.median(times), "loss": float(loss)}}))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="timed fits per run; a run reports their median")
+    ap.add_argument("--rounds", type=int, default=3, help="runs per configuration, taking turns; the fastest shown")
     ap.add_argument("--models", default=",".join(MODELS))
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(exist_ok=True)
-    lines = [f"Training speed, fit() per step (median of {args.repeat} timed 2-epoch fits after a warm-up epoch), "
-             "SGD momentum, shuffle=False",
+    lines = [f"Training speed, fit() per step: each configuration run {args.rounds} times, taking turns, in fresh "
+             f"processes; a run's figure is the median of {args.repeat} timed 2-epoch fits after a warm-up epoch; the "
+             "fastest run shown, with the median and the slowest run; SGD momentum, shuffle=False",
              *machine_lines(), ""]
+    configs = (("kconvert", None), ("kconvert", 1), ("kconvert", 2), ("tf_keras", 1), ("tf_keras", 2))
     for name in args.models.split(","):
         code, shape, kind, loss, batch, n, lr = MODELS[name]
         model, data = WORK / f"{name}.h5", WORK / f"{name}.npz"
@@ -99,26 +106,32 @@ def main() -> None:
             subprocess.run([sys.executable, "-c", MAKE.format(code=code, model=model, data=data, n=n, shape=shape,
                                                               kind=kind)], check=True)
         steps = 2 * -(-n // batch)
+        runs: dict[tuple, list[dict]] = {c: [] for c in configs}
+        for _ in range(args.rounds):
+            for tool, threads in configs:
+                env = blas_env(threads) if tool == "kconvert" else {}
+                r = run(FIT.format(data=data, model=model, tool=tool, threads=threads or 0, loss=loss, batch=batch,
+                                   lr=lr, repeat=args.repeat), env)
+                runs[(tool, threads)].append(r)
+                print(f"  {name}: {tool} {threads or 'default'}: {1e3 * r['time'] / steps:.2f} ms/step", flush=True)
         rows = []
-        for tool, threads in (("kconvert", None), ("kconvert", 1), ("kconvert", 2), ("tf_keras", 1),
-                              ("tf_keras", 2)):
-            env = blas_env(threads) if tool == "kconvert" else {}
-            r = run(FIT.format(data=data, model=model, tool=tool, threads=threads or 0, loss=loss, batch=batch,
-                               lr=lr, repeat=args.repeat), env)
+        for (tool, threads), rs in runs.items():
             if threads is None:
                 label = "kconvert (default threads)"
             else:
                 label = f"{tool} ({threads} {'BLAS' if tool == 'kconvert' else 'intra-op'} thread" \
                         f"{'s' if threads > 1 else ''})"
-            rows.append((tool, label, r["time"] / steps, r["loss"]))
-            print(f"  {name}: {label}: {1e3 * r['time'] / steps:.2f} ms/step", flush=True)
+            times = sorted(r["time"] / steps for r in rs)
+            fastest = min(rs, key=lambda r: r["time"])
+            rows.append((tool, label, times[0], statistics.median(times), times[-1], fastest["loss"]))
         best = {tool: min(r[2] for r in rows if r[0] == tool) for tool in ("kconvert", "tf_keras")}
         default = rows[0][2]
         lines.append(f"({name}) {code.split('[', 1)[1].rsplit(']', 1)[0]}")
         lines.append(f"    batch {batch}, {n} samples, {steps} steps timed")
-        lines += [f"    {label:<30} {1e3 * t:8.2f} ms/step {batch / t:9.0f} samples/s   final loss {ls:.5f}"
-                  for _, label, t, ls in rows]
-        lines += [f"    time ratio kconvert / tf_keras: default threads vs tf_keras's best "
+        lines.append(f"    {'':<30} {'fastest':>14}  {'(median, slowest)':>18} {'samples/s':>10}   final loss")
+        lines += [f"    {label:<30} {1e3 * t:8.2f} ms/step  ({1e3 * med:6.2f}, {1e3 * hi:6.2f}) {batch / t:10.0f}   "
+                  f"{ls:.5f}" for _, label, t, med, hi, ls in rows]
+        lines += [f"    time ratio kconvert / tf_keras (fastest runs): default threads vs tf_keras's best "
                   f"{default / best['tf_keras']:.2f}x, best of each {best['kconvert'] / best['tf_keras']:.2f}x", ""]
     text = "\n".join(lines)
     print(text)
