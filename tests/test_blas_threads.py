@@ -94,6 +94,9 @@ def test_more_cores_are_dropped_when_they_stop_paying(mode, monkeypatch):
     policy = StepThreads(cores=2, load=FakeLoad())
     [_run(policy, lambda m: 0.06 if m == mode else 0.10) for _ in range(1 + len(PROBE))]
     assert policy.choice == mode
+    # for SETTLE_S after the measurement, steps are not judged (the "all" block's spinning workers slow them)
+    assert [_run(policy, lambda m: 0.50) for _ in range(10)] == [mode] * 10 and not policy.recent
+    policy.settled = time.monotonic() - 1  # as if SETTLE_S had passed
     assert [_run(policy, lambda m: 0.07) for _ in range(10)] == [mode] * 10  # still faster than 0.10: kept
     modes = [_run(policy, lambda m: 0.20 if m == mode else 0.10) for _ in range(6)]
     assert modes[:4] == [mode] * 4 and modes[-1] == "one" and policy.choice == "one"  # the median passed 0.10
@@ -106,8 +109,10 @@ def test_one_slow_step_does_not_undo_the_choice(monkeypatch):
         monkeypatch.delenv(var, raising=False)
     policy = StepThreads(cores=2, load=FakeLoad())
     [_run(policy, lambda m: 0.06 if m == "all" else 0.10) for _ in range(1 + len(PROBE))]
+    policy.settled = time.monotonic() - 1  # past SETTLE_S: every step is judged
     durations = [0.06, 0.30, 0.06, 0.06, 0.30, 0.06, 0.06, 0.30, 0.06, 0.06, 0.30]
     assert [_run(policy, lambda m, d=d: d) for d in durations] == ["all"] * len(durations)
+    assert len(policy.recent) == blas_threads.RECENT
 
 
 def test_a_count_fixed_in_the_environment_is_left_alone(monkeypatch):

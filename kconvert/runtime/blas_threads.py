@@ -7,7 +7,8 @@ products in onnxruntime's MLAS where it is faster, ops/gemm.py); "all" cores in 
 products in MLAS on all cores, numpy's BLAS on one thread (the two pools never run at once). A fit starts on one
 thread, then, if no other process is using the cores, times a few steps in each mode, a block of steps each, and keeps the
 fastest. It goes back to one thread as soon as other processes take half a core or more, or when the steps on
-more cores (the median of the last 7) get slower than one thread was when measured (this VM's second core is not
+more cores (the median of the last 7, not counting the first quarter second after a measurement, while the "all"
+block's OpenBLAS workers still spin) get slower than one thread was when measured (this VM's second core is not
 always there), and measures again from time to time, while the others stay quiet.
 
 Results differ in the last bits between modes (different blocking, different kernels). For bitwise-repeatable
@@ -34,6 +35,7 @@ GAIN = 0.9  # more cores must make a step at least this much shorter
 BUSY_OTHERS = 0.5  # cores other processes may use before one thread is the only safe choice
 REPROBE_S = 10.0  # this VM speeds up and slows down by 2x within minutes: measure often
 RECENT = 7  # steady-state steps with more threads whose median is compared with one thread's
+SETTLE_S = 0.25  # after a measurement, OpenBLAS's workers from the "all" block spin this long: not counted
 MODES = ("one", "mlas", "all")  # measured in this order, a block of steps each
 
 
@@ -108,6 +110,7 @@ class StepThreads:
         self.warm = False
         self.one_thread = float("inf")  # the median one-thread step of the last measurement
         self.recent: collections.deque[float] = collections.deque(maxlen=RECENT)  # the last steps on more cores
+        self.settled = 0.0  # monotonic time from which steady-state steps count again
 
     def _threads(self, mode: str) -> tuple[int, int]:
         """(numpy's BLAS threads, MLAS threads) of a mode."""
@@ -142,7 +145,8 @@ class StepThreads:
             self.warm = True
             return
         if not self.plan:
-            if mode != "one":  # steady state on more cores: kept only while it stays faster than one thread was
+            if mode != "one" and time.monotonic() - seconds >= self.settled:  # began after the spin
+                # steady state on more cores: kept only while it stays faster than one thread was
                 self.recent.append(seconds)
                 # the median: one slow step (this VM stalls now and then) must not undo a measured choice
                 if len(self.recent) > RECENT // 2 and statistics.median(self.recent) > self.one_thread:
@@ -159,6 +163,7 @@ class StepThreads:
             self.one_thread = medians["one"]
             self.recent.clear()
             self.next_probe = time.monotonic() + REPROBE_S
+            self.settled = time.monotonic() + SETTLE_S
             self.load.cores(min_interval=0.0)  # start the next window now
 
     @contextlib.contextmanager
