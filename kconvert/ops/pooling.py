@@ -81,17 +81,24 @@ def _crop_pads(gxp, axes, pads):
     return gxp[tuple(sl)]
 
 
-def _where_or_zero(mask, g):
-    """np.where(mask, g, 0) for same-shape arrays, bit for bit; float32/64 as an AND of the bits (np.where's
-    loop is ~20x slower on an unpredictable mask)."""
+def _where_or_zero(mask, g, out=None):
+    """np.where(mask, g, 0) for same-shape arrays, bit for bit, into `out` if given (a view may be strided);
+    float32/64 as an AND of the bits (np.where's loop is ~20x slower on an unpredictable mask)."""
     g = np.asarray(g)
-    if g.dtype.kind != "f" or g.dtype.itemsize not in (4, 8) or mask.shape != g.shape:
-        return np.where(mask, g, 0)
+    if g.dtype.kind != "f" or g.dtype.itemsize not in (4, 8) or mask.shape != g.shape or \
+            (out is not None and out.dtype != g.dtype):
+        if out is None:
+            return np.where(mask, g, 0)
+        out[...] = np.where(mask, g, 0)
+        return out
     ut = np.uint32 if g.dtype.itemsize == 4 else np.uint64
     bits = mask.astype(ut)
     np.negative(bits, out=bits)
-    np.bitwise_and(bits, g.view(ut), out=bits)
-    return bits.view(g.dtype)
+    if out is None:
+        np.bitwise_and(bits, g.view(ut), out=bits)
+        return bits.view(g.dtype)
+    np.bitwise_and(bits, np.ascontiguousarray(g).view(ut), out=out.view(ut))
+    return out
 
 
 def _tiled_max_grad(x, grad, output, axes, ksize):
@@ -149,15 +156,10 @@ def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled
     nan = np.isnan(output)
     if nan.any():
         grad = _where_or_zero(~nan, grad)
-    if tiled and grad.dtype.kind == "f" and grad.dtype.itemsize in (4, 8) and grad.shape == won.shape:
-        # the taps' slices cover x once: each is written (the AND of _where_or_zero straight into it), none added
-        ut = np.uint32 if grad.dtype.itemsize == 4 else np.uint64
+    if tiled:  # the taps' slices cover x once: each is written, none added
         gx = np.empty(x.shape, grad.dtype)
-        bits_out, g_bits = gx.view(ut), np.ascontiguousarray(grad).view(ut)
         for j, tap in enumerate(np.ndindex(*ksize)):
-            bits = np.equal(won, j).astype(ut)
-            np.negative(bits, out=bits)
-            np.bitwise_and(bits, g_bits, out=bits_out[_tap_slice(x.ndim, axes, tap, strides, out)])
+            _where_or_zero(np.equal(won, j), grad, out=gx[_tap_slice(x.ndim, axes, tap, strides, out)])
         return gx
     shape = list(x.shape)
     for a, (lo, hi) in zip(axes, pads):

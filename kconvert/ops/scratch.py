@@ -19,6 +19,15 @@ _pool: dict[tuple, list[np.ndarray]] = {}
 _lock = threading.Lock()
 
 
+def _refcounts(kept: list) -> list[int]:
+    return [sys.getrefcount(arr) for arr in kept]
+
+
+# the count of an array only a list refers to, measured the way `buffer` measures, since what getrefcount adds
+# for its own argument and loop variables differs between Python versions
+_ONLY_KEPT = _refcounts([np.empty(0)])[0]
+
+
 def buffer(tag: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """An uninitialised C-contiguous array of `shape` and `dtype`: one handed out earlier under `tag` if no
     array or view refers to it any more, else a new one (kept for later calls while there is room)."""
@@ -29,9 +38,8 @@ def buffer(tag: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     key = (tag, shape, dtype.str)
     with _lock:
         kept = _pool.setdefault(key, [])
-        for arr in kept:
-            # references: the list, getrefcount's argument and the loop variable; a view (or a caller) adds one
-            if sys.getrefcount(arr) == 3:
+        for arr, count in zip(kept, _refcounts(kept)):
+            if count <= _ONLY_KEPT:  # a view adds a reference to its base, as a caller does
                 return arr
         arr = np.empty(shape, dtype)
         if len(kept) < PER_KEY:
