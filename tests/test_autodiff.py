@@ -309,6 +309,23 @@ def test_fused_gru_cell_is_gru_step_bit_for_bit():
     np.testing.assert_array_equal(gru_cell(xp, h @ kernel + bias, h), expected)
 
 
+def _looped_max_grad(x, grad, output, axes, ksize, strides, pads, out):
+    """The reference for max pooling's gradient, any geometry: one pass per tap, each window's first maximum
+    takes it."""
+    from kconvert.ops.pooling import _crop_pads, _lowest, _pad, _tap_slice, _where_or_zero
+
+    xp = _pad(x, axes, pads, _lowest(x.dtype))
+    gxp = np.zeros(xp.shape, dtype=grad.dtype)
+    taken = np.zeros(output.shape, dtype=bool)
+    for tap in np.ndindex(*ksize):
+        sl = _tap_slice(x.ndim, axes, tap, strides, out)
+        hit = np.equal(xp[sl], output)
+        hit &= ~taken
+        gxp[sl] += _where_or_zero(hit, grad)
+        taken |= hit
+    return _crop_pads(gxp, axes, pads)
+
+
 @pytest.mark.parametrize("ksize,strides,pads,channels_last", [
     ((2, 2), None, None, True),  # tiled: each tap's slice written once
     ((2, 3), None, None, False),
@@ -320,7 +337,7 @@ def test_max_pool_saved_winners_give_the_tap_loop_gradient(ksize, strides, pads,
     """forward_saving keeps each window's first maximal tap; the backward pass from it equals the tap loop's
     gradient bit for bit: on distinct values, a ReLU output (all-zero windows tie), half-integers with a NaN
     window (no gradient) and all-equal windows (the first tap takes it), and its output is forward's."""
-    from kconvert.ops.pooling import MaxPool, _geometry, _looped_max_grad
+    from kconvert.ops.pooling import MaxPool, _geometry
 
     shape = (3, 8, 9, 4) if len(ksize) == 2 else (3, 9, 4) if len(ksize) == 1 else (2, 5, 6, 7, 3)
     x = R.standard_normal(shape).astype(np.float32)
@@ -343,9 +360,10 @@ def test_max_pool_saved_winners_give_the_tap_loop_gradient(ksize, strides, pads,
 
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_max_pool_gradient_fast_path_equals_the_tap_loop(channels_last):
-    """Windows that tile the input (stride = window, no padding) take whole-array passes; the result is the tap
-    loop's, bit for bit, with and without ties, and a window holding its maximum twice routes to the first tap."""
-    from kconvert.ops.pooling import MaxPool, _geometry, _looped_max_grad
+    """MaxPool.backward without saved winners (it finds them itself) on windows that tile the input: the result
+    is the tap loop's, bit for bit, with and without ties, and a window holding its maximum twice routes to the
+    first tap."""
+    from kconvert.ops.pooling import MaxPool, _geometry
 
     x = R.standard_normal((3, 6, 9, 4)).astype(np.float32)
     relu = np.maximum(x, 0)  # about 1 window in 64 is all zeros (a tie of 6 taps), others tie 2..5 zeros

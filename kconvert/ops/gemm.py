@@ -132,14 +132,12 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     if session is None:
         return np.matmul(a, b, out=out)
     key = (a.shape[0], a.shape[1], b.shape[1], ta, tb, threads)
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.float32)
     use = _choice.get(key)
     if use is None:
-        if out is None:
-            out = np.empty((a.shape[0], b.shape[1]), np.float32)
         use = _choice[key] = _faster_is_mlas(session, a, b, a_mem, b_mem, out)
     if not use:
         return np.matmul(a, b, out=out)
-    if out is None:
-        out = np.empty((a.shape[0], b.shape[1]), np.float32)
     _mlas(session, a_mem, b_mem, out)
     return out

@@ -101,60 +101,13 @@ def _where_or_zero(mask, g, out=None):
     return out
 
 
-def _tiled_max_grad(x, grad, output, axes, ksize):
-    """Max pooling's gradient where the windows tile the input exactly (stride = window, no padding), in a few
-    whole-array passes: each window's maximum is found by comparing with the output broadcast over its window.
-    A window holding its maximum twice (all-zero windows after a ReLU are common) keeps only its first tap, in
-    the general loop's tap order, so the result is the loop's bit for bit."""
-    split, keep, tap_axes = [], [], []  # x's shape with each pooled axis split into (windows, window)
-    for a, size in enumerate(x.shape):
-        if a in axes:
-            k = ksize[axes.index(a)]
-            split += [size // k, k]
-            keep += [size // k, 1]
-            tap_axes.append(len(split) - 1)
-        else:
-            split.append(size)
-            keep.append(size)
-    hit = np.equal(x.reshape(split), np.reshape(output, keep))
-    if np.count_nonzero(hit) != np.size(output):  # ties (or NaN windows, which take no gradient)
-        taps = list(np.ndindex(*ksize))
-        taken = None
-        for i, tap in enumerate(taps):
-            sl = [slice(None)] * len(split)
-            for a, t in zip(tap_axes, tap):
-                sl[a] = slice(t, t + 1)
-            h = hit[tuple(sl)]
-            if taken is None:
-                taken = h.copy()
-                continue
-            np.greater(h, taken, out=h)  # h and not taken
-            if i + 1 < len(taps):
-                taken |= h
-    g = np.broadcast_to(np.reshape(grad, keep), split)  # the gradient over each window, not copied
-    return _where_or_zero(hit, g).astype(grad.dtype, copy=False).reshape(x.shape)
-
-
-def _looped_max_grad(x, grad, output, axes, ksize, strides, pads, out):
-    """Max pooling's gradient for any geometry: one pass per tap, each window's first maximum takes it."""
-    xp = _pad(x, axes, pads, _lowest(x.dtype))
-    gxp = np.zeros(xp.shape, dtype=grad.dtype)
-    taken = np.zeros(output.shape, dtype=bool)
-    for tap in np.ndindex(*ksize):
-        sl = _tap_slice(x.ndim, axes, tap, strides, out)
-        hit = np.equal(xp[sl], output)
-        hit &= ~taken
-        gxp[sl] += _where_or_zero(hit, grad)
-        taken |= hit
-    return _crop_pads(gxp, axes, pads)
-
-
 def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled):
     """Max pooling's gradient from each window's winning tap `won` (MaxPool.forward_saving): one masked copy of
-    the gradient per tap. A NaN window takes no gradient, as in the tap loop (no tap equals NaN)."""
+    the gradient per tap. A NaN window takes no gradient (as in a loop over the taps where each window's first
+    tap equal to its maximum takes it: no tap equals NaN)."""
     grad = np.asarray(grad)
-    nan = np.isnan(output)
-    if nan.any():
+    nan = np.isnan(output) if np.asarray(output).dtype.kind == "f" else None
+    if nan is not None and nan.any():
         grad = _where_or_zero(~nan, grad)
     if tiled:  # the taps' slices cover x once: each is written, none added
         gx = np.empty(x.shape, grad.dtype)
@@ -191,28 +144,29 @@ class MaxPool(Op):
 
     @staticmethod
     def forward_saving(needs, x, ksize, strides=None, pads=None, channels_last=True):
-        """`forward`, plus (when x's gradient is wanted) each window's winning tap: the first one holding the
-        maximum, as the tap loop in `_looped_max_grad` picks it (a few byte-sized passes here save the
-        backward pass's comparisons with the whole input)."""
+        """`forward`, plus (when x's gradient is wanted) each window's winning tap: the first one, in tap order,
+        holding the maximum (a few byte-sized passes here save the backward pass's comparisons with the whole
+        input)."""
         ksize, strides, pads, axes, _, out = _geometry(x, ksize, strides, pads, channels_last)
         xp = _pad(x, axes, pads, _lowest(x.dtype))
         y = won = None
-        keep = bool(needs[0]) and np.dtype(x.dtype).kind == "f" and int(np.prod(ksize)) <= 127
         for j, tap in enumerate(np.ndindex(*ksize)):
             v = xp[_tap_slice(x.ndim, axes, tap, strides, out)]
             if y is None:
                 y = v.copy()
-                won = np.zeros(y.shape, np.int8) if keep else None
+                if needs[0]:
+                    won = np.zeros(y.shape, np.int8 if np.prod(ksize) <= 127 else np.int32)
                 continue
-            if not keep:
+            if won is None:
                 np.maximum(y, v, out=y)
                 continue
             # a later tap wins only with a strictly greater value (v > y: the maximum grew; contiguous arrays
             # compare faster than the strided tap); won < j, so won = max(won, j * (v > y))
             before = y.copy()
             np.maximum(y, v, out=y)
-            step = np.greater(y, before).view(np.int8)
-            np.multiply(step, np.int8(j), out=step)
+            step = np.greater(y, before)
+            step = step.view(np.int8) if won.dtype == np.int8 else step.astype(won.dtype)
+            np.multiply(step, won.dtype.type(j), out=step)
             np.maximum(won, step, out=won)
         return y, won
 
@@ -224,11 +178,9 @@ class MaxPool(Op):
         ksize, strides, pads, axes, sizes, out = _geometry(x, ksize, strides, pads, channels_last)
         tiled = strides == ksize and not any(lo or hi for lo, hi in pads) and \
             all(s == o * k for s, o, k in zip(sizes, out, ksize))
-        if saved is not None:
-            return (_saved_max_grad(x, grad, output, saved, axes, ksize, strides, pads, out, tiled),)
-        if tiled:
-            return (_tiled_max_grad(x, grad, output, axes, ksize),)
-        return (_looped_max_grad(x, grad, output, axes, ksize, strides, pads, out),)
+        if saved is None:
+            saved = MaxPool.forward_saving((True,), x, ksize, strides, pads, channels_last)[1]
+        return (_saved_max_grad(x, grad, output, saved, axes, ksize, strides, pads, out, tiled),)
 
     @staticmethod
     def to_onnx(builder, inputs, ksize, strides=None, pads=None, channels_last=True):
