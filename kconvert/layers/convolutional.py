@@ -217,13 +217,17 @@ class _Conv(Layer):
         return ops.conv(x, self.kernel.value, self.strides, pads, self.dilation_rate, self.groups,
                         self._channels_last)
 
-    def call(self, inputs):
+    def _linear(self, inputs):
+        """The output before the activation."""
         x = np.asarray(inputs)
         lead = x.shape[:x.ndim - self.rank - 1]
         if len(lead) != 1:  # extra batch dimensions are folded into one
             x = x.reshape((-1, *x.shape[len(lead):]))
-        y = self._act(self._add_bias(self._convolve(x)))
+        y = self._add_bias(self._convolve(x))
         return y.reshape((*lead, *y.shape[1:])) if len(lead) != 1 else y
+
+    def call(self, inputs):
+        return self._act(self._linear(inputs))
 
     # ------------------------------------------------------------------ config
     def get_config(self):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import gemm, scratch
+from . import gemm, parallel, scratch
 from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
@@ -87,12 +87,17 @@ def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray
     kprod = int(np.prod(ksize))
     if xp.shape[-1] == 1:
         cols_t = np.empty((kprod, xp.shape[0], *out_sizes), dtype=xp.dtype)
-        for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-            cols_t[j] = xp[sl][..., 0]
+        taps = [sl for _, sl in _tap_slices(ksize, strides, dilations, out_sizes)]
+
+        def copy_taps(part: slice) -> None:
+            for j in range(part.start, part.stop):
+                cols_t[j] = xp[taps[j]][..., 0]
+
+        parallel.split(copy_taps, kprod, cols_t.nbytes)
         return cols_t.reshape(kprod, m).T  # BLAS reads it transposed
     win = _windows(xp, ksize, strides, dilations, out_sizes)
     cols = scratch.buffer("im2col", win.shape, xp.dtype)  # a kept buffer: a new one's page faults cost as much
-    np.copyto(cols, win)
+    parallel.split(lambda part: np.copyto(cols[part], win[part]), len(cols), cols.nbytes)
     return cols.reshape(m, kprod * xp.shape[-1])
 
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import parallel
 from .base import Op, register, traceable
 from .conv import conv_output_length
 from .shapes import spatial_axes
@@ -109,18 +110,43 @@ def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled
     nan = np.isnan(output) if np.asarray(output).dtype.kind == "f" else None
     if nan is not None and nan.any():
         grad = _where_or_zero(~nan, grad)
+    taps = [_tap_slice(x.ndim, axes, tap, strides, out) for tap in np.ndindex(*ksize)]
     if tiled:  # the taps' slices cover x once: each is written, none added
         gx = np.empty(x.shape, grad.dtype)
-        for j, tap in enumerate(np.ndindex(*ksize)):
-            _where_or_zero(np.equal(won, j), grad, out=gx[_tap_slice(x.ndim, axes, tap, strides, out)])
+
+        def write(part: slice) -> None:
+            g, w, dest = grad[part], won[part], gx[part]
+            for j, sl in enumerate(taps):
+                _where_or_zero(np.equal(w, j), g, out=dest[sl])
+
+        parallel.split(write, len(gx), gx.nbytes * 2)
         return gx
     shape = list(x.shape)
     for a, (lo, hi) in zip(axes, pads):
         shape[a] += lo + hi
     gxp = np.zeros(shape, grad.dtype)
-    for j, tap in enumerate(np.ndindex(*ksize)):
-        gxp[_tap_slice(x.ndim, axes, tap, strides, out)] += _where_or_zero(np.equal(won, j), grad)
+    for j, sl in enumerate(taps):
+        gxp[sl] += _where_or_zero(np.equal(won, j), grad)
     return _crop_pads(gxp, axes, pads)
+
+
+def _max_taps(xp, y, won, axes, ksize, strides, out):
+    """The window maxima of padded `xp` into `y` and, if `won` is given, each window's first tap (in tap order)
+    holding the maximum: a later tap wins only with a strictly greater value, so won = max(won, j * (v > y))."""
+    for j, tap in enumerate(np.ndindex(*ksize)):
+        v = xp[_tap_slice(xp.ndim, axes, tap, strides, out)]
+        if j == 0:
+            np.copyto(y, v)
+            continue
+        if won is None:
+            np.maximum(y, v, out=y)
+            continue
+        before = y.copy()  # contiguous arrays compare faster than the strided tap
+        np.maximum(y, v, out=y)
+        step = np.greater(y, before)
+        step = step.view(np.int8) if won.dtype == np.int8 else step.astype(won.dtype)
+        np.multiply(step, won.dtype.type(j), out=step)
+        np.maximum(won, step, out=won)
 
 
 def _onnx_pool(builder, op_type, x_name, ksize, strides, pads, channels_last, **extra):
@@ -149,25 +175,14 @@ class MaxPool(Op):
         input)."""
         ksize, strides, pads, axes, _, out = _geometry(x, ksize, strides, pads, channels_last)
         xp = _pad(x, axes, pads, _lowest(x.dtype))
-        y = won = None
-        for j, tap in enumerate(np.ndindex(*ksize)):
-            v = xp[_tap_slice(x.ndim, axes, tap, strides, out)]
-            if y is None:
-                y = v.copy()
-                if needs[0]:
-                    won = np.zeros(y.shape, np.int8 if np.prod(ksize) <= 127 else np.int32)
-                continue
-            if won is None:
-                np.maximum(y, v, out=y)
-                continue
-            # a later tap wins only with a strictly greater value (v > y: the maximum grew; contiguous arrays
-            # compare faster than the strided tap); won < j, so won = max(won, j * (v > y))
-            before = y.copy()
-            np.maximum(y, v, out=y)
-            step = np.greater(y, before)
-            step = step.view(np.int8) if won.dtype == np.int8 else step.astype(won.dtype)
-            np.multiply(step, won.dtype.type(j), out=step)
-            np.maximum(won, step, out=won)
+        shape = list(x.shape)
+        for a, o in zip(axes, out):
+            shape[a] = o
+        y = np.empty(shape, x.dtype)
+        won = np.zeros(shape, np.int8 if np.prod(ksize) <= 127 else np.int32) if needs[0] else None
+        parallel.split(lambda part: _max_taps(xp[part], y[part], None if won is None else won[part], axes, ksize,
+                                              strides, out),
+                       len(y), xp.nbytes + y.nbytes)
         return y, won
 
     @staticmethod

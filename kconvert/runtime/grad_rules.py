@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..ops import parallel
 from .autodiff import (
     FUNCTION_RULES,
     OP_RULES,
@@ -104,13 +105,28 @@ def masked(mask, g, keep: bool = True) -> np.ndarray:
     if g.dtype.kind != "f" or g.dtype.itemsize not in _UINT or np.broadcast_shapes(mask.shape, g.shape) != g.shape:
         return np.where(mask, g, 0) if keep else np.where(mask, 0, g)
     ut = _UINT[g.dtype.itemsize]
-    bits = np.broadcast_to(mask, g.shape).astype(ut)  # 1 where mask
+    if mask.shape != g.shape or not (mask.flags.c_contiguous and g.flags.c_contiguous):
+        bits = np.broadcast_to(mask, g.shape).astype(ut)  # 1 where mask
+        _mask_bits(bits, g.view(ut), keep)
+        return bits.view(g.dtype)
+    bits = np.empty(g.shape, ut)
+    flat_bits, flat_mask, flat_g = bits.reshape(-1), mask.reshape(-1), g.reshape(-1).view(ut)
+
+    def part(sl: slice) -> None:
+        np.copyto(flat_bits[sl], flat_mask[sl])
+        _mask_bits(flat_bits[sl], flat_g[sl], keep)
+
+    parallel.split(part, bits.size, bits.nbytes * 2)
+    return bits.view(g.dtype)
+
+
+def _mask_bits(bits: np.ndarray, g_bits: np.ndarray, keep: bool) -> None:
+    """`bits` (1 where the mask holds) becomes g's bits where it held (keep) or where it did not."""
     if keep:
         np.negative(bits, out=bits)  # all ones where mask, zeros elsewhere
     else:
         np.subtract(bits, 1, out=bits)  # zeros where mask, all ones elsewhere
-    np.bitwise_and(bits, g.view(ut), out=bits)
-    return bits.view(g.dtype)
+    np.bitwise_and(bits, g_bits, out=bits)
 
 
 def unbroadcast_to(g: np.ndarray, shape: tuple) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..ir import Graph, Node
+from . import deferred_relu
 
 _MASK_ACCEPTERS: dict[type, bool] = {}
 _TRAINING_ACCEPTERS: dict[type, bool] = {}
@@ -22,8 +23,9 @@ def _accepts(cls: type, name: str, cache: dict) -> bool:
     return cache[cls]
 
 
-def run_node(node: Node, values: list, masks: list, training: bool = False) -> tuple[list, list]:
-    """Run one layer call on arrays; returns (outputs, output masks)."""
+def run_node(node: Node, values: list, masks: list, training: bool = False,
+             call: Callable | None = None) -> tuple[list, list]:
+    """Run one layer call on arrays (`call` in place of the layer's own); returns (outputs, output masks)."""
     layer = node.layer
     args = node.call_args(values)
     kwargs: dict[str, Any] = {k: v for k, v in node.kwargs.items() if not k.startswith("_")}
@@ -34,7 +36,8 @@ def run_node(node: Node, values: list, masks: list, training: bool = False) -> t
         kwargs["mask"] = mask_arg
     if training and _accepts(type(layer), "training", _TRAINING_ACCEPTERS):
         kwargs["training"] = True
-    out = layer.call(args, **layer._call_kwargs(kwargs)) if kwargs else layer.call(args)
+    call = call or layer.call
+    out = call(args, **layer._call_kwargs(kwargs)) if kwargs else call(args)
     outs = list(out) if isinstance(out, (list, tuple)) else [out]
     out_mask = layer.compute_mask(args, mask_arg)
     out_masks = list(out_mask) if isinstance(out_mask, (list, tuple)) else [out_mask] * len(outs)
@@ -43,7 +46,8 @@ def run_node(node: Node, values: list, masks: list, training: bool = False) -> t
 
 def run_graph(graph: Graph, feeds: Sequence[np.ndarray], training: bool = False,
               masks: Sequence | None = None, observe=None) -> tuple[list, list]:
-    """Evaluate `graph` on input arrays (in graph input order); returns (outputs, output masks).
+    """Evaluate `graph` on input arrays (in graph input order); returns (outputs, output masks). A ReLU right
+    before max pooling runs after it (runtime/deferred_relu.py).
 
     `observe(node, outputs)` is called after each layer call (the training step collects activity
     regularization there)."""
@@ -51,8 +55,13 @@ def run_graph(graph: Graph, feeds: Sequence[np.ndarray], training: bool = False,
     for v, m in zip(graph.inputs, masks or [None] * len(graph.inputs)):
         mask_env[id(v)] = m
 
+    fused = deferred_relu.plan(graph)
+
     def step(node: Node, values: list) -> list:
-        outs, out_masks = run_node(node, values, [mask_env.get(id(v)) for v in node.inputs], training)
+        outs, out_masks = run_node(node, values, [mask_env.get(id(v)) for v in node.inputs], training,
+                                   fused.linear.get(id(node)))
+        if id(node) in fused.relu_after:
+            outs = [deferred_relu.relu(o) for o in outs]
         for v, m in zip(node.outputs, out_masks):
             mask_env[id(v)] = m
         if observe is not None:

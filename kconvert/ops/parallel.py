@@ -1,0 +1,103 @@
+"""Memory-bound passes over large arrays, split across the cores.
+
+numpy runs every ufunc and copy on one thread, though it lets go of the GIL while the loop runs. In a training
+step the matrix products already use every core (ops/gemm.py), but the passes between them (im2col's copy,
+col2im's strided adds, ReLU's backward mask, pooling, the optimizer's update) ran on one core while the other
+waited. Split over the batch on this 2-core VM: the 40 MB im2col copy 2.0 -> 1.2 ms, the 25 strided adds of a
+5x5 input gradient 4.2 -> 2.9 ms, a 6.4 MB ReLU mask 0.87 -> 0.54 ms.
+
+`split(fn, n, nbytes)` calls `fn(part)` for slices that partition `range(n)`, one per core (the calling thread
+takes the first), and returns when all are done. `fn` must write disjoint outputs for disjoint parts and treat
+the elements the same way whatever the part, so results are bit for bit those of one call. Work under `MIN_BYTES`
+runs in one call: the hand-off to a sleeping thread costs tens of microseconds.
+
+The number of parts is the number of cores this process may use, at most `MAX_PARTS`, and one when
+`OMP_NUM_THREADS` (the usual way to ask for one thread) says so.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable
+
+MIN_BYTES = 8 << 20  # bytes a call touches below which it runs in one piece
+MAX_PARTS = 4  # memory-bound passes gain little from more cores than this
+
+_workers: list[queue.SimpleQueue] = []
+_lock = threading.Lock()
+_local = threading.local()
+
+
+def _cores() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        cores = min(cores, int(env))
+    return max(1, min(cores, MAX_PARTS))
+
+
+PARTS = _cores()
+
+
+def _serve(tasks: queue.SimpleQueue) -> None:
+    _local.worker = True
+    while True:
+        fn, part, done, errors = tasks.get()
+        try:
+            fn(part)
+        except BaseException as exc:  # handed to the caller, which raises it
+            errors.append(exc)
+        finally:
+            done.release()
+
+
+def _ensure_workers(count: int) -> list[queue.SimpleQueue]:
+    with _lock:
+        while len(_workers) < count:
+            tasks: queue.SimpleQueue = queue.SimpleQueue()
+            threading.Thread(target=_serve, args=(tasks,), name=f"kconvert-split-{len(_workers)}",
+                             daemon=True).start()
+            _workers.append(tasks)
+        return _workers[:count]
+
+
+def _forget_after_fork() -> None:
+    global _lock
+    _workers.clear()  # their threads did not survive the fork
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
+
+
+def parts(n: int, nbytes: int) -> list[slice]:
+    """The slices `split` would hand out for `n` items of work touching `nbytes` bytes."""
+    count = PARTS if nbytes >= MIN_BYTES and not getattr(_local, "worker", False) else 1
+    count = max(1, min(count, n))
+    bounds = [n * i // count for i in range(count + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def split(fn: Callable[[slice], None], n: int, nbytes: int) -> None:
+    """Run `fn(part)` over slices partitioning `range(n)` on the cores at once (see the module docstring)."""
+    pieces = parts(n, nbytes)
+    if len(pieces) == 1:
+        fn(pieces[0])
+        return
+    done = threading.Semaphore(0)
+    errors: list[BaseException] = []
+    for tasks, part in zip(_ensure_workers(len(pieces) - 1), pieces[1:]):
+        tasks.put((fn, part, done, errors))
+    try:
+        fn(pieces[0])
+    finally:
+        for _ in pieces[1:]:
+            done.acquire()
+    if errors:
+        raise errors[0]
