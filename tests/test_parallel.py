@@ -150,3 +150,47 @@ def test_blockwise_update_is_the_same_split_or_not(monkeypatch):
     whole, split = _both(monkeypatch, update)
     np.testing.assert_array_equal(whole, split)
     np.testing.assert_array_equal(whole, w0 - g * np.float32(0.1))
+
+
+def test_limit_caps_the_parts_in_this_thread(two_parts):
+    with parallel.limit(1):
+        assert parallel.parts(10, parallel.MIN_BYTES) == [slice(0, 10)]
+        with parallel.limit(None):
+            assert len(parallel.parts(10, parallel.MIN_BYTES)) == 2
+    assert len(parallel.parts(10, parallel.MIN_BYTES)) == 2
+
+
+def test_the_one_thread_step_mode_does_not_split(two_parts):
+    from kconvert.runtime.blas_threads import StepThreads
+
+    policy = StepThreads(cores=2)
+    for mode, expected in (("one", 1), ("mlas", 2), ("all", 2)):
+        with policy._mode(mode):
+            assert len(parallel.parts(10, parallel.MIN_BYTES)) == expected, mode
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_conv_input_gradient_split_over_the_batch_matches_one_piece(threads, two_parts, monkeypatch):
+    """With MLAS on 2 threads the per-tap input-gradient products run as two batch halves on one thread each;
+    without MLAS (numpy's BLAS, whose own threads would compete) the loop is never split."""
+    from kconvert.ops import gemm
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((7, 9, 8, 5)).astype(np.float32)
+    kernel = rng.standard_normal((3, 4, 5, 6)).astype(np.float32)
+    dy = rng.standard_normal((7, 5, 8, 6)).astype(np.float32)
+    geometry = {"strides": (2, 1), "pads": ((1, 1), (2, 1)), "dilations": (1, 1)}
+    monkeypatch.setattr(gemm, "MIN_MACS", 1)  # small products go through the MLAS path too
+    monkeypatch.setattr(parallel, "MIN_BYTES", 1024)
+    counted = []
+    real_parts = parallel.parts
+    monkeypatch.setattr(parallel, "parts", lambda n, nbytes: counted.append(len(real_parts(n, nbytes))) or
+                        real_parts(n, nbytes))
+    with gemm.use_mlas(threads):
+        split = conv.Conv.backward(dy, (x, kernel), None, needs=(True, False), **geometry)[0]
+    assert counted == ([2] if threads else [])
+    whole = conv.Conv.backward(dy, (x, kernel), None, needs=(True, False), **geometry)[0]  # numpy, one piece
+    np.testing.assert_allclose(split, whole, rtol=1e-5, atol=1e-5)
+    # and both are the transposed convolution of the output gradient (ops.conv_transpose's own loop)
+    reference = conv.ConvTranspose.forward(dy, kernel, geometry["strides"], geometry["pads"])
+    np.testing.assert_allclose(whole, reference, rtol=1e-5, atol=1e-5)

@@ -123,6 +123,29 @@ def _chunks(n: int, per_sample: int):
     return [slice(i, min(i + step, n)) for i in range(0, n, step)] or [slice(0, 0)]
 
 
+def _input_grad_taps(gxp, g, kt, ksize, strides, dilations, out_sizes) -> None:
+    """Add the input gradient of every kernel tap into padded `gxp`: one product per tap, added into place while
+    it is still in cache. With MLAS on several threads (the training step's "mlas" mode), the batch is split
+    over the cores instead, each half running its products on one thread: a (12544 x 64) by (64 x 32) product
+    gains little from a second thread, and the strided adds then run on both cores too (MNIST CNN's second
+    convolution, 2 cores: 7.8 -> 5.5 ms). Each row's products and sums are the same either way."""
+    threads = gemm.threads()
+    taps = [sl for _, sl in _tap_slices(ksize, strides, dilations, out_sizes)]
+    work = len(taps) * (gxp.nbytes + g.nbytes)  # every tap reads the gradient and adds into the input's
+    pieces = parallel.parts(len(g), work) if threads > 1 else [slice(0, len(g))]
+    inner = max(1, threads // len(pieces)) if threads else 0
+
+    def part(rows: slice) -> None:
+        gp, lead = gxp[rows], g[rows].shape[:-1]
+        g2 = g[rows].reshape(-1, g.shape[-1])
+        tap = np.empty((len(g2), kt.shape[-1]), dtype=np.result_type(g2, kt))
+        with gemm.use_mlas(inner):
+            for j, sl in enumerate(taps):
+                gp[sl] += gemm.matmul(g2, kt[j], out=tap).reshape(*lead, kt.shape[-1])
+
+    parallel.split(part, len(g), 0, pieces)
+
+
 # ---------------------------------------------------------------------------------------------- conv
 
 
@@ -248,11 +271,9 @@ class Conv(Op):
                     cols = saved if saved is not None else _columns(_pad(xl[b], pads), ksize, strides, dilations,
                                                                     out_sizes)
                     gk[0] += gemm.matmul(cols.T, g2)
-                if need_x:  # one product per tap, added into place while it is still in cache
+                if need_x:
                     gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)
-                    tap = np.empty((m, cin_g), dtype=np.result_type(g2, kt))
-                    for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
-                        gxp[sl] += gemm.matmul(g2, kt[j], out=tap).reshape(*lead, cin_g)
+                    _input_grad_taps(gxp, gl[b], kt, ksize, strides, dilations, out_sizes)
                     gx[b] = gxp[crop]
             else:
                 gg = gl[b].reshape(m, groups, cout_g).transpose(1, 0, 2)  # (g, m, cout_g)

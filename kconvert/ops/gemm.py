@@ -57,6 +57,11 @@ def use_mlas(threads: int = 1) -> Iterator[None]:
         _local.threads = before
 
 
+def threads() -> int:
+    """The MLAS thread count in effect in this thread (0: numpy's BLAS only)."""
+    return getattr(_local, "threads", 0)
+
+
 def _session(trans_a: int, trans_b: int, threads: int):
     """A one-node onnxruntime Gemm session, made once per transposition pair and thread count (None without
     onnxruntime)."""

@@ -12,15 +12,17 @@ the elements the same way whatever the part, so results are bit for bit those of
 runs in one call: the hand-off to a sleeping thread costs tens of microseconds.
 
 The number of parts is the number of cores this process may use, at most `MAX_PARTS`, and one when
-`OMP_NUM_THREADS` (the usual way to ask for one thread) says so.
+`OMP_NUM_THREADS` (the usual way to ask for one thread) says so, or within `limit(1)` (the training step's
+one-thread mode, runtime/blas_threads.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 MIN_BYTES = 8 << 20  # bytes a call touches below which it runs in one piece
 MAX_PARTS = 4  # memory-bound passes gain little from more cores than this
@@ -76,17 +78,32 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_after_fork)
 
 
+@contextlib.contextmanager
+def limit(count: int | None) -> Iterator[None]:
+    """Within the block (in this thread), split into at most `count` parts (None: no limit of its own)."""
+    before = getattr(_local, "limit", None)
+    _local.limit = count
+    try:
+        yield
+    finally:
+        _local.limit = before
+
+
 def parts(n: int, nbytes: int) -> list[slice]:
     """The slices `split` would hand out for `n` items of work touching `nbytes` bytes."""
     count = PARTS if nbytes >= MIN_BYTES and not getattr(_local, "worker", False) else 1
+    cap = getattr(_local, "limit", None)
+    if cap is not None:
+        count = min(count, cap)
     count = max(1, min(count, n))
     bounds = [n * i // count for i in range(count + 1)]
     return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
-def split(fn: Callable[[slice], None], n: int, nbytes: int) -> None:
-    """Run `fn(part)` over slices partitioning `range(n)` on the cores at once (see the module docstring)."""
-    pieces = parts(n, nbytes)
+def split(fn: Callable[[slice], None], n: int, nbytes: int, pieces: list[slice] | None = None) -> None:
+    """Run `fn(part)` over slices partitioning `range(n)` on the cores at once (see the module docstring);
+    `pieces`: the slices, when the caller asked `parts` for them first."""
+    pieces = pieces if pieces is not None else parts(n, nbytes)
     if len(pieces) == 1:
         fn(pieces[0])
         return

@@ -25,7 +25,7 @@ import statistics
 import time
 from collections.abc import Iterator
 
-from ..ops import gemm
+from ..ops import gemm, parallel
 
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 _controller = None
@@ -169,7 +169,7 @@ class StepThreads:
     @contextlib.contextmanager
     def _mode(self, mode: str) -> Iterator[None]:
         blas, mlas = self._threads(mode)
-        with _limit(blas), gemm.use_mlas(mlas):
+        with _limit(blas), gemm.use_mlas(mlas), parallel.limit(1 if mode == "one" else None):
             yield
 
     @contextlib.contextmanager
