@@ -2,8 +2,6 @@
 rules, `decay`) and Keras 3, applying the same gradient sequence to the same weights; their variables (names,
 order, values), configs and lookup."""
 
-import weakref
-
 import numpy as np
 import pytest
 from conftest import assert_close
@@ -345,47 +343,3 @@ def test_large_weights_update_block_by_block_as_tf_keras(tfk, monkeypatch, name,
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
     _compare(blocked, _tf_keras(getattr(tfk.optimizers, name)(**kwargs), init, grads), init, f"{name} {kwargs}")
-
-
-_SGD_MOMENTUM = {"class_name": "SGD", "config": {"learning_rate": 0.1, "momentum": 0.9}}
-
-
-def _in_place_fit(monkeypatch, in_place: bool, hold: bool = False, optimizer: dict = _SGD_MOMENTUM):
-    import kconvert as k
-
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # numpy's kernels only: both runs take the same path
-    if not in_place:
-        monkeypatch.setattr(optimizers, "_ONLY_WEIGHT", -1)  # no array ever counts as unreferenced
-    L = k.layers
-    model = k.Sequential([k.Input((6, 5, 2)), L.Conv2D(4, 3, activation="relu"), L.Flatten(),
-                          L.Dense(7, activation="relu"), L.Dense(3, activation="softmax")])
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.standard_normal(w.shape).astype(np.float32) * 0.5 for w in model.get_weights()])
-    model.compile(optimizer=optimizers.get(optimizer), loss="categorical_crossentropy")
-    x = rng.standard_normal((12, 6, 5, 2)).astype(np.float32)
-    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 12)]
-    model.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
-    kernel = model.layers[-1].kernel
-    arrays_before = [weakref.ref(w.value) for w in model.trainable_weights]  # no reference of the test's own
-    held = kernel.numpy() if hold else None
-    snapshot = None if held is None else held.copy()
-    model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0)
-    same_arrays = [a() is w.value for a, w in zip(arrays_before, model.trainable_weights)]
-    return model.get_weights(), same_arrays, held, snapshot, kernel.value
-
-
-@pytest.mark.parametrize("optimizer", [_SGD_MOMENTUM, {"class_name": "Adam", "config": {"learning_rate": 0.01}}])
-def test_updates_write_weights_in_place_once_they_made_their_arrays(monkeypatch, optimizer):
-    weights, same, _, _, _ = _in_place_fit(monkeypatch, in_place=True, optimizer=optimizer)
-    assert all(same)  # the arrays the first fit's updates made were written in place from then on
-    plain, same_plain, _, _, _ = _in_place_fit(monkeypatch, in_place=False, optimizer=optimizer)
-    assert not any(same_plain)
-    for a, b in zip(weights, plain):
-        np.testing.assert_array_equal(a, b)  # the same values, bit for bit
-
-
-def test_an_array_the_caller_holds_is_never_written(monkeypatch):
-    _, same, held, snapshot, current = _in_place_fit(monkeypatch, in_place=True, hold=True)
-    np.testing.assert_array_equal(held, snapshot)  # numpy() handed out the array itself: it stays as it was
-    assert current is not held and not np.array_equal(current, snapshot)  # the weight moved on in new arrays
-    assert same[:-2] == [True] * (len(same) - 2) and not same[-2]  # only the held kernel was not reused

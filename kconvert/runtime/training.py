@@ -231,13 +231,10 @@ def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
 
     with logits.tracking():  # the crossentropy losses and metrics read a softmax/sigmoid output's logits
         _, grads = autodiff.gradients(model, x, loss_fn, training=True, observe=observe if activity else None)
+        compiled.optimizer.apply_gradients([(g, w) for w, g in grads.items()])
+        _constrain(model)
         outs = [_value(o) for o in seen["outs"]]
-        compiled.update(ys, outs, sws, seen["total"], seen["per_output"])  # the step's outputs: before the update
-    # let go of the tape before the update, so that the optimizer may write the weights' arrays in place (nothing
-    # else refers to them then: Optimizer._new_value)
-    seen.clear()
-    compiled.optimizer.apply_gradients([(g, w) for w, g in grads.items()])
-    _constrain(model)
+        compiled.update(ys, outs, sws, seen["total"], seen["per_output"])
     return compiled.logs()
 
 
