@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 
+WAKE_S = 0.1  # the longest the parent waits for its child without running pending signal handlers
 SANDBOX_ENV = "KCONVERT_SANDBOXED"  # set in the child: a `kconvert` it runs does not fork again
 TIMEOUT_ENV = "KCONVERT_TIMEOUT"
 MAX_MEMORY_ENV = "KCONVERT_MAX_MEMORY"
@@ -226,7 +227,9 @@ def _wait(watch: _Supervisor, timeout: float):
             if pidfd is not None:
                 import select
 
-                select.select([pidfd], [], [], left)
+                # bounded: a signal the kernel hands to another thread (numpy's BLAS workers exist here) does not
+                # interrupt this wait, and Python runs the handler that forwards it only when the wait returns
+                select.select([pidfd], [], [], WAKE_S if left is None else min(left, WAKE_S))
             else:
                 time.sleep(delay if left is None else min(delay, left))
                 delay = min(2 * delay, 0.05)

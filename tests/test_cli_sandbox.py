@@ -39,7 +39,7 @@ def _fault():
     _note("fault_sandboxed", os.environ.get("KCONVERT_SANDBOXED", ""))
     if FAULT == "segv":
         os.kill(os.getpid(), signal.SIGSEGV)
-    elif FAULT == "hang":
+    elif FAULT in ("hang", "hang_signal_elsewhere"):
         _note("grandchild_pid", subprocess.Popen(["sleep", "60"]).pid)  # the reader's own helper process
         time.sleep(60)
     elif FAULT == "alloc":  # a header claiming 1 GiB: fine without a limit, over a 512M one
@@ -48,7 +48,19 @@ def _fault():
         np.empty(2 ** 27, dtype=np.float64)
 
 
-if FAULT in ("segv", "hang", "alloc"):
+if FAULT == "hang_signal_elsewhere":  # Ctrl-C handed by the kernel to another thread of the parent, not its main
+    import signal
+    import threading
+    import time
+
+    def _interrupt_from_here():
+        while not os.path.exists(os.path.join(STATE, "grandchild_pid")):
+            time.sleep(0.01)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+    threading.Thread(target=_interrupt_from_here, daemon=True).start()
+
+if FAULT in ("segv", "hang", "hang_signal_elsewhere", "alloc"):
     import h5py
 
     class File(h5py.File):
@@ -215,6 +227,16 @@ def test_sigterm_while_writing_removes_the_temporary(cli, tmp_path):
 
 def test_ctrl_c_reaches_the_child_and_exits_130(cli, victim, tmp_path):
     proc, _, err, seconds = cli("inspect", victim, fault="hang", after_fault=signal.SIGINT)
+    assert proc.returncode == 130 and seconds < 30
+    assert _one_line(err) == "kconvert: interrupted"
+    child, grandchild = (int((tmp_path / name).read_text()) for name in ("fault_pid", "grandchild_pid"))
+    assert not _alive(child) and not _alive(grandchild)
+
+
+def test_ctrl_c_landing_on_another_thread_of_the_parent_still_reaches_the_child(cli, victim, tmp_path):
+    """The kernel may hand a process's signal to any thread that does not block it (numpy's BLAS workers live in
+    the parent); Python runs the handler on the main thread, so the parent's wait must wake up to run it."""
+    proc, _, err, seconds = cli("inspect", victim, fault="hang_signal_elsewhere")
     assert proc.returncode == 130 and seconds < 30
     assert _one_line(err) == "kconvert: interrupted"
     child, grandchild = (int((tmp_path / name).read_text()) for name in ("fault_pid", "grandchild_pid"))
