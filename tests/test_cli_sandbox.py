@@ -112,8 +112,10 @@ def cli(tmp_path):
         if fault:
             env["KCONVERT_TEST_FAULT"] = fault
         start = time.monotonic()
+        # a pytest started in the background of a non-interactive shell ignores SIGINT, and kconvert would inherit
+        # that: Ctrl-C as a terminal delivers it is what these tests are about
         proc = subprocess.Popen([KCONVERT, *map(str, args)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+                                text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         if after_fault:
             _wait_for(tmp_path / wait_file)
             if callable(after_fault):
