@@ -9,7 +9,8 @@ two ReLUs over 1.6 MB and 0.8 MB instead of 6.4 MB and 3.2 MB each step.
 `plan(graph)` finds the pairs: a node whose layer ends in a plain ReLU (a convolution with
 `activation="relu"`, `Activation("relu")`, `ReLU()` with its defaults), whose only use is one max-pooling node,
 whose output is not a model output and whose layer has no activity regularizer (that would see the value
-before the ReLU). The producer then runs without its ReLU (`linear_call`) and the pooling node applies it.
+before the ReLU). The producer then runs without its ReLU (the call `_linear_call` finds in the `LINEAR_CALLS` registry) and
+the pooling node applies it.
 """
 
 from __future__ import annotations
