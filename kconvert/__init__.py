@@ -8,7 +8,8 @@ from .custom_objects import custom_object_scope, get_custom_objects, register_ke
 from .keras_objects import keras_objects  # noqa: E402
 from .layers import Input  # noqa: E402
 from .models import Model, Sequential, load_model, model_from_json, model_from_yaml  # noqa: E402
+from .ops.array_module import device  # noqa: E402
 
 __all__ = ["backend", "errors", "layers", "ops", "models", "Input", "Model", "Sequential", "load_model",
            "model_from_json", "model_from_yaml", "custom_object_scope", "get_custom_objects",
-           "register_keras_serializable", "keras_objects", "__version__"]
+           "register_keras_serializable", "keras_objects", "device", "__version__"]

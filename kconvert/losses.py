@@ -24,6 +24,7 @@ from . import ops
 from .custom_objects import get_custom_object
 from .errors import ConfigError
 from .ops import logits
+from .ops.array_module import full
 
 EPSILON = 1e-7
 
@@ -104,7 +105,7 @@ def compute_weighted_loss(losses, sample_weight=None, reduction: str = Reduction
         reduction = Reduction.SUM_OVER_BATCH_SIZE
     losses = _float(losses)
     if sample_weight is None:
-        sample_weight = np.ones((), losses.dtype)
+        sample_weight = full((), 1, losses.dtype, like=losses)
     sample_weight = _float(sample_weight, losses.dtype)
     losses, _, sample_weight = squeeze_or_expand_dimensions(losses, None, sample_weight)
     weighted = losses * sample_weight
@@ -114,7 +115,7 @@ def compute_weighted_loss(losses, sample_weight=None, reduction: str = Reduction
     if reduction == Reduction.SUM:
         return total
     size = int(np.size(weighted))
-    return total / np.asarray(size, losses.dtype) if size else total * 0
+    return total / losses.dtype.type(size) if size else total * 0
 
 
 def _apply_valid_mask(losses, sample_weight, mask, reduction: str):
@@ -124,7 +125,7 @@ def _apply_valid_mask(losses, sample_weight, mask, reduction: str):
     mask = mask.astype(losses.dtype)
     if reduction in (Reduction.AUTO, Reduction.SUM_OVER_BATCH_SIZE):
         valid = mask.sum()
-        mask = mask * (np.asarray(mask.size, losses.dtype) / valid) if valid else mask
+        mask = mask * (losses.dtype.type(mask.size) / valid) if valid else mask
     if sample_weight is None:
         return mask
     sample_weight = _float(sample_weight, losses.dtype)
@@ -197,7 +198,7 @@ def huber(y_true, y_pred, delta: float = 1.0):
     y_true, y_pred = _pair(y_true, y_pred)
     error = y_pred - y_true
     abs_error = np.abs(error)
-    delta = np.asarray(delta, y_pred.dtype)
+    delta = y_pred.dtype.type(delta)
     quadratic = 0.5 * np.square(error)
     linear = delta * abs_error - 0.5 * np.square(delta)
     return np.mean(np.where(abs_error <= delta, quadratic, linear), axis=-1)

@@ -47,7 +47,7 @@ def accuracy(y_true, y_pred) -> np.ndarray:
 def _binary_matches(y_true, y_pred, threshold: float = 0.5) -> np.ndarray:
     """(y_pred > threshold) == y_true, element-wise (what the BinaryAccuracy class averages)."""
     y_pred = _labels(y_pred)
-    y_pred = (y_pred > np.asarray(threshold, y_pred.dtype)).astype(y_pred.dtype)
+    y_pred = (y_pred > y_pred.dtype.type(threshold)).astype(y_pred.dtype)
     return (_labels(y_true) == y_pred).astype(_F32)
 
 
@@ -209,7 +209,7 @@ class Reduce(Metric):
         if self.reduction == "weighted_mean" and weights is not None:
             count = np.sum(weights, dtype=self.dtype)
         else:
-            count = np.asarray(values.size, self.dtype)
+            count = np.dtype(self.dtype).type(values.size)
         self.count.value = self.count.value + count
 
     def result(self) -> np.ndarray:

@@ -32,6 +32,7 @@ import numpy as np
 from .custom_objects import get_custom_object
 from .errors import ConfigError
 from .layers.base import Weight
+from .ops.array_module import full, is_array, to_device
 from .runtime.blockwise import blockwise
 
 __all__ = ["Optimizer", "SGD", "RMSprop", "Adagrad", "Adadelta", "Adam", "Adamax", "Nadam", "AdamW", "get",
@@ -299,12 +300,21 @@ class Optimizer:
         for group in self._all_slot_groups():
             for key in group:
                 self._slots[key] = [w.value.copy() if key == "average" else
-                                    np.full(w.shape, self._slot_init(key), dtype=w.dtype) for w in self._weights]
+                                    full(w.shape, self._slot_init(key), w.dtype, like=w.value)
+                                    for w in self._weights]
         self._build_extra()
         self._built = True
 
     def _build_extra(self) -> None:
         pass
+
+    def place(self, module) -> None:
+        """Move the slots and extra state to `module`'s device (numpy: the host), where the weights now live."""
+        for key, arrays in self._slots.items():
+            self._slots[key] = [to_device(a, module) for a in arrays]
+        for key, value in self._extra.items():
+            if is_array(value):
+                self._extra[key] = to_device(value, module)
 
     def _all_slot_groups(self) -> list[tuple[str, ...]]:
         """tf_keras's base `build` creates the weights' moving averages (use_ema) before the subclass's slots."""

@@ -17,6 +17,7 @@ import numpy as np
 from .. import backend as _backend
 from ..errors import ConfigError, GraphError, ShapeError, UnknownLayerError, WeightsError
 from ..ir import Node, Value
+from ..ops import array_module
 
 Shape = tuple  # a shape with None for unknown dims; layers taking several inputs get a list of shapes
 
@@ -170,7 +171,14 @@ class Weight:
     def value(self) -> np.ndarray:
         if self._producer is not None and not self._computed:
             self._value, self._computed = self.produce(), True
-        return self._value
+        value = self._value
+        if type(value) is not np.ndarray and not array_module.in_step() and array_module.on_device(value):
+            value = self._value = array_module.to_host(value)  # read outside a device step: back to the host
+        return value
+
+    def place(self, module) -> None:
+        """Move the value to `module`'s device (numpy: the host) without a new stamp: the numbers are the same."""
+        self._value = array_module.to_device(self.value, module)
 
     @value.setter
     def value(self, array: np.ndarray) -> None:

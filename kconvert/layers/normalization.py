@@ -35,7 +35,7 @@ def _check_axis_arg(axis, name):
 
 def _normalize(x, mean, variance, gamma, beta, epsilon):
     """tf.nn.batch_normalization: x * inv + (beta - mean * inv) with inv = gamma / sqrt(variance + epsilon)."""
-    inv = ops.rsqrt(variance + np.asarray(epsilon, variance.dtype))
+    inv = ops.rsqrt(variance + variance.dtype.type(epsilon))
     if gamma is not None:
         inv = inv * gamma
     shift = -mean * inv if beta is None else beta - mean * inv
@@ -156,7 +156,7 @@ class BatchNormalization(Layer):
                                       "is not supported")
         reduce_axes = [i for i in range(x.ndim) if i not in self._axes]
         mean, variance = ops.moments(x, reduce_axes, keepdims=True)
-        m = np.asarray(self.momentum, np.float32)
+        m = np.float32(self.momentum)
         shape = self.moving_mean.shape
         self.moving_mean.assign(self.moving_mean.value * m + mean.reshape(shape) * (1 - m))
         # tf_keras's fused kernel (4-D/5-D inputs normalized on axis 1 or the last) moves the moving variance
@@ -235,7 +235,7 @@ class LayerNormalization(Layer):
         beta = self._broadcast(self.beta.value if self.beta is not None else None, x.shape)
         if self.rms_scaling:  # Keras 3 divides by sqrt(variance + epsilon) here (not by the RMS), and has no beta
             _, variance = ops.moments(x, self.axis, keepdims=True)
-            y = x * ops.rsqrt(variance + np.asarray(self.epsilon, x.dtype))
+            y = x * ops.rsqrt(variance + x.dtype.type(self.epsilon))
             return (y * gamma if gamma is not None else y).astype(x.dtype, copy=False)
         mean, variance = ops.moments(x, self.axis, keepdims=True)
         return _normalize(x, mean, variance, gamma, beta, self.epsilon)

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import gemm, parallel, scratch
+from .array_module import like
 from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
@@ -60,7 +61,8 @@ def _pad(x, pads):
                                       for i, (lo, hi) in enumerate(pads))
         x = x[crop]
         pads = [(max(lo, 0), max(hi, 0)) for lo, hi in pads]
-    y = np.zeros((x.shape[0], *(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads)), x.shape[-1]), x.dtype)
+    y = np.zeros((x.shape[0], *(s + lo + hi for s, (lo, hi) in zip(x.shape[1:-1], pads)), x.shape[-1]), x.dtype,
+                 like=like(x))
     y[(slice(None),) + tuple(slice(lo, lo + s) for s, (lo, _) in zip(x.shape[1:-1], pads))] = x
     return y
 
@@ -86,7 +88,7 @@ def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray
     m = xp.shape[0] * int(np.prod(out_sizes))
     kprod = int(np.prod(ksize))
     if xp.shape[-1] == 1:
-        cols_t = np.empty((kprod, xp.shape[0], *out_sizes), dtype=xp.dtype)
+        cols_t = np.empty((kprod, xp.shape[0], *out_sizes), dtype=xp.dtype, like=like(xp))
         taps = [sl for _, sl in _tap_slices(ksize, strides, dilations, out_sizes)]
 
         def copy_taps(part: slice) -> None:
@@ -96,6 +98,8 @@ def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray
         parallel.split(copy_taps, kprod, cols_t.nbytes)
         return cols_t.reshape(kprod, m).T  # BLAS reads it transposed
     win = _windows(xp, ksize, strides, dilations, out_sizes)
+    if not isinstance(xp, np.ndarray):  # a device array: its own copy
+        return win.reshape(m, kprod * xp.shape[-1])
     cols = scratch.buffer("im2col", win.shape, xp.dtype)  # a kept buffer: a new one's page faults cost as much
     parallel.split(lambda part: np.copyto(cols[part], win[part]), len(cols), cols.nbytes)
     return cols.reshape(m, kprod * xp.shape[-1])
@@ -111,7 +115,7 @@ def _tap_slices(ksize, strides, dilations, in_sizes):
 def _col2im(cols: np.ndarray, ksize, strides, dilations, full_sizes) -> np.ndarray:
     """Scatter-add per-tap columns `(kprod, N, *in, C)` into `(N, *full, C)`: y[i*s + t*d] += cols[t, i]."""
     n_sp = len(ksize)
-    y = np.zeros((cols.shape[1], *full_sizes, cols.shape[-1]), dtype=cols.dtype)
+    y = np.zeros((cols.shape[1], *full_sizes, cols.shape[-1]), dtype=cols.dtype, like=like(cols))
     for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, cols.shape[2:2 + n_sp])):
         y[sl] += cols[j]
     return y
@@ -138,7 +142,7 @@ def _input_grad_taps(gxp, g, kt, ksize, strides, dilations, out_sizes) -> None:
     def part(rows: slice) -> None:
         gp, lead = gxp[rows], g[rows].shape[:-1]
         g2 = g[rows].reshape(-1, g.shape[-1])
-        tap = np.empty((len(g2), kt.shape[-1]), dtype=np.result_type(g2, kt))
+        tap = np.empty((len(g2), kt.shape[-1]), dtype=np.result_type(g2, kt), like=like(g2))
         with gemm.use_mlas(inner):
             for j, sl in enumerate(taps):
                 gp[sl] += gemm.matmul(g2, kt[j], out=tap).reshape(*lead, kt.shape[-1])
@@ -170,7 +174,7 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
     if cin_g == 1 and groups > 1:  # depthwise: a multiply-add per tap beats an im2col of tiny GEMMs
         xp = _pad(xl, pads)
         kd = kernel.reshape(kprod, groups, cout_g)
-        y = np.zeros((xl.shape[0], *out_sizes, groups, cout_g), dtype=np.result_type(xl, kernel))
+        y = np.zeros((xl.shape[0], *out_sizes, groups, cout_g), dtype=np.result_type(xl, kernel), like=like(xl))
         for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
             y += xp[sl][..., None] * kd[j]
         y = y.reshape(*y.shape[:-2], cout)
@@ -181,7 +185,7 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
         kmat = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(2, 0, 1, 3).reshape(groups, kprod * cin_g,
                                                                                           cout_g)
     n = xl.shape[0]
-    y = np.empty((n, *out_sizes, cout), dtype=np.result_type(xl, kernel))
+    y = np.empty((n, *out_sizes, cout), dtype=np.result_type(xl, kernel), like=like(xl))
     per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
     chunks = _chunks(n, per_sample)
     kept = None
@@ -245,8 +249,8 @@ class Conv(Op):
             kd = kernel.reshape(kprod, groups, cout_g)
             g3 = gl.reshape(*gl.shape[:-1], groups, cout_g)
             g_flat = g3.reshape(-1, groups, cout_g)
-            gk = np.empty((kprod, groups, cout_g), dtype=dtype) if need_k else None
-            gxp = np.zeros(xp.shape, dtype=dtype) if need_x else None
+            gk = np.empty((kprod, groups, cout_g), dtype=dtype, like=like(xl)) if need_k else None
+            gxp = np.zeros(xp.shape, dtype=dtype, like=like(xl)) if need_x else None
             for j, (_, sl) in enumerate(_tap_slices(ksize, strides, dilations, out_sizes)):
                 if need_k:
                     gk[j] = np.einsum("nc,ncm->cm", xp[sl].reshape(-1, groups), g_flat)
@@ -254,13 +258,13 @@ class Conv(Op):
                     gxp[sl] += g3[..., 0] * kd[j, :, 0] if cout_g == 1 else np.einsum("...cm,cm->...c", g3, kd[j])
             return (_from_last(gxp[crop], channels_last) if need_x else None,
                     gk.reshape(kernel.shape) if need_k else None)
-        gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype)
+        gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype, like=like(xl))
         if groups == 1:
             kt = np.ascontiguousarray(kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1))  # (kprod, cout, cin)
         else:
             kt = kernel.reshape(kprod, cin_g, groups, cout_g).transpose(0, 2, 3, 1)[:, :, None]  # (kprod,g,1,cout_g,cin_g)
         n = xl.shape[0]
-        gx = np.empty(xl.shape, dtype=dtype) if need_x else None
+        gx = np.empty(xl.shape, dtype=dtype, like=like(xl)) if need_x else None
         per_sample = int(np.prod(out_sizes)) * kprod * xl.shape[-1]
         for b in _chunks(n, per_sample):
             lead = (xl[b].shape[0], *out_sizes)
@@ -272,7 +276,7 @@ class Conv(Op):
                                                                     out_sizes)
                     gk[0] += gemm.matmul(cols.T, g2)
                 if need_x:
-                    gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype)
+                    gxp = np.zeros((lead[0], *padded, cin_g), dtype=dtype, like=like(xl))
                     _input_grad_taps(gxp, gl[b], kt, ksize, strides, dilations, out_sizes)
                     gx[b] = gxp[crop]
             else:
@@ -384,8 +388,8 @@ class ConvTranspose(Op):
         cout, cin = kernel.shape[n_sp], kernel.shape[n_sp + 1]
         kmat = kernel.reshape(kprod * cout, cin)
         dtype = np.result_type(xl, kernel, gl)
-        gk = np.zeros((kprod * cout, cin), dtype=dtype)
-        gx = np.empty(xl.shape, dtype=dtype)
+        gk = np.zeros((kprod * cout, cin), dtype=dtype, like=like(xl))
+        gx = np.empty(xl.shape, dtype=dtype, like=like(xl))
         per_sample = int(np.prod(in_sizes)) * kprod * cout
         for b in _chunks(xl.shape[0], per_sample):
             gfull = _pad(gl[b], pads)  # back to the uncropped output

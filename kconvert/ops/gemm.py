@@ -125,7 +125,7 @@ def _faster_is_mlas(session, a: np.ndarray, b: np.ndarray, a_mem: np.ndarray, b_
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """`numpy.matmul(a, b, out=out)`; inside `use_mlas`, a large 2-D float32 product may run in MLAS."""
     threads = getattr(_local, "threads", 0)
-    if not threads or a.ndim != 2 or b.ndim != 2 or a.dtype != np.float32 or b.dtype != np.float32 \
+    if not threads or not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray) or a.ndim != 2 or b.ndim != 2 or a.dtype != np.float32 or b.dtype != np.float32 \
             or a.shape[1] != b.shape[0] or a.shape[0] * a.shape[1] * b.shape[1] < MIN_MACS:
         return np.matmul(a, b, out=out)
     sa, sb = _stored(a), _stored(b)

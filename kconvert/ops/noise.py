@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from . import array_module
+
 
 def dropout(x: np.ndarray, rate: float, rng: np.random.Generator, noise_shape: Sequence[int] | None = None):
     """Inverted dropout as tf.nn.dropout: keep with probability 1-rate and scale kept values by 1/(1-rate).
@@ -18,8 +20,9 @@ def dropout(x: np.ndarray, rate: float, rng: np.random.Generator, noise_shape: S
     if rate >= 1:
         return np.zeros_like(x)
     shape = x.shape if noise_shape is None else tuple(noise_shape)
-    keep = rng.random(shape) >= rate
-    return (x * (keep.astype(x.dtype) * np.asarray(1.0 / (1.0 - rate), x.dtype))).astype(x.dtype, copy=False)
+    scale = (rng.random(shape) >= rate).astype(x.dtype) * np.asarray(1.0 / (1.0 - rate), x.dtype)
+    # drawn on the host from the layer's own generator, so that a seeded mask is the same on any device
+    return (x * array_module.to_device(scale, array_module.module_of(x))).astype(x.dtype, copy=False)
 
 
 def normal(shape: Sequence[int], rng: np.random.Generator, mean: float = 0.0, stddev: float = 1.0,

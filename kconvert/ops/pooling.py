@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import parallel
+from .array_module import like, module_of, to_device
 from .base import Op, register, traceable
 from .conv import conv_output_length
 from .shapes import spatial_axes
@@ -72,7 +73,7 @@ def _divisor(x, ksize, strides, pads, axes, sizes, out, count_include_pad):
         shape = [1] * x.ndim
         shape[a] = o
         div = div * cnt.reshape(shape)
-    return div
+    return to_device(div, module_of(x))
 
 
 def _crop_pads(gxp, axes, pads):
@@ -112,7 +113,7 @@ def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled
         grad = _where_or_zero(~nan, grad)
     taps = [_tap_slice(x.ndim, axes, tap, strides, out) for tap in np.ndindex(*ksize)]
     if tiled:  # the taps' slices cover x once: each is written, none added
-        gx = np.empty(x.shape, grad.dtype)
+        gx = np.empty(x.shape, grad.dtype, like=like(grad))
 
         def write(part: slice) -> None:
             g, w, dest = grad[part], won[part], gx[part]
@@ -124,7 +125,7 @@ def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled
     shape = list(x.shape)
     for a, (lo, hi) in zip(axes, pads):
         shape[a] += lo + hi
-    gxp = np.zeros(shape, grad.dtype)
+    gxp = np.zeros(shape, grad.dtype, like=like(grad))
     for j, sl in enumerate(taps):
         gxp[sl] += _where_or_zero(np.equal(won, j), grad)
     return _crop_pads(gxp, axes, pads)
@@ -178,8 +179,8 @@ class MaxPool(Op):
         shape = list(x.shape)
         for a, o in zip(axes, out):
             shape[a] = o
-        y = np.empty(shape, x.dtype)
-        won = np.zeros(shape, np.int8 if np.prod(ksize) <= 127 else np.int32) if needs[0] else None
+        y = np.empty(shape, x.dtype, like=like(x))
+        won = np.zeros(shape, np.int8 if np.prod(ksize) <= 127 else np.int32, like=like(x)) if needs[0] else None
         parallel.split(lambda part: _max_taps(xp[part], y[part], None if won is None else won[part], axes, ksize,
                                               strides, out),
                        len(y), xp.nbytes + y.nbytes)
@@ -229,7 +230,7 @@ class AvgPool(Op):
         shape = list(x.shape)
         for a, (lo, hi) in zip(axes, pads):
             shape[a] += lo + hi
-        gxp = np.zeros(shape, dtype=grad.dtype)
+        gxp = np.zeros(shape, dtype=grad.dtype, like=like(grad))
         for tap in np.ndindex(*ksize):
             gxp[_tap_slice(x.ndim, axes, tap, strides, out)] += g
         return (_crop_pads(gxp, axes, pads),)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import gemm
+from .array_module import on_device
 
 _MIN_MAX = {np.maximum, np.minimum, np.fmax, np.fmin}
 MIN_SIZE = 1 << 15  # elements below which the block costs more than it saves
@@ -21,7 +22,8 @@ BLOCK = 1 << 10  # the block's least size: the trailing axes are taken until the
 def _block_like(scalar, x: np.ndarray) -> np.ndarray | None:
     """`scalar` as an array of `x`'s dtype over `x`'s trailing axes, or None when that could change the result
     (a scalar of another dtype, which numpy's promotion may treat differently, or a small or strided `x`)."""
-    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size < MIN_SIZE or not x.flags.c_contiguous:
+    if not isinstance(x, np.ndarray) or x.dtype.kind != "f" or x.size < MIN_SIZE or not x.flags.c_contiguous or \
+            on_device(x):  # a device array (or a Var holding one): the device's own loop takes the scalar
         return None
     if type(scalar) in (int, float):
         if not np.isfinite(scalar) or float(x.dtype.type(scalar)) != scalar:

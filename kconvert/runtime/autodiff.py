@@ -42,8 +42,11 @@ import numpy as np
 
 from ..errors import KConvertError
 from ..ops import logits, ufuncs
+
+# _asarray: numpy's own (whatever patch is installed), except that a device array stays where it is
+from ..ops.array_module import asarray as _asarray
+from ..ops.array_module import full, is_array, on_device
 from ..ops.base import OPS, unbroadcast
-from ..ops.coercion import asarray as _asarray  # numpy's own, whatever patch is installed
 from ..ops.coercion import numpy_takes
 from .numpy_engine import run_graph
 
@@ -260,14 +263,16 @@ class Var:
 
 
 def _binary(ufunc):
+    # straight to the tape's ufunc handling: numpy's dispatch would offer `device_array + var` to CuPy first,
+    # whose ufuncs refuse a Var instead of deferring to it
     def op(self, other):
-        return ufunc(self, other)
+        return _ufunc(ufunc, "__call__", (self, other), {})
 
     def rop(self, other):
-        return ufunc(other, self)
+        return _ufunc(ufunc, "__call__", (other, self), {})
 
     def iop(self, other):
-        self._rebind(ufunc(self, other))
+        self._rebind(_ufunc(ufunc, "__call__", (self, other), {}))
         return self
 
     return op, rop, iop
@@ -347,7 +352,7 @@ def _slots(args: Sequence) -> tuple[tuple, tuple]:
 
 
 def _is_float(a) -> bool:
-    return isinstance(a, np.ndarray) and a.dtype.kind in "fc" or isinstance(a, np.inexact)
+    return is_array(a) and a.dtype.kind in "fc" or isinstance(a, np.inexact)
 
 
 def record(out, args: Sequence, vjp: Callable | None):
@@ -689,7 +694,8 @@ class GradientTape:
         if not _is_var(target) or target.node is None:
             grads = [None] * len(srcs)
         else:
-            seed = np.ones(target.shape, target.dtype) if output_gradients is None else _raw(output_gradients)
+            seed = full(target.shape, 1, target.dtype, like=target.data) if output_gradients is None else \
+                _raw(output_gradients)
             table = _backward(target, seed, {s.node for s in srcs if _is_var(s) and s.node is not None})
             grads = [table.get(s.node) if _is_var(s) and s.node is not None else None for s in srcs]
         return grads[0] if single else grads
@@ -723,8 +729,13 @@ def gradients(model, inputs, loss_fn: Callable, training: bool = True, observe=N
     weights = list(model.trainable_weights)
     all_weights = list(model.weights)
     saved = [(w.value, w.stamp) for w in weights]
+    trainable = {id(w) for w in weights}
+    # device state read by the call (BatchNormalization's moving mean) as untracked Vars: see `constant`
+    held = [(w, w.value, w.stamp) for w in all_weights if id(w) not in trainable and on_device(w.value)]
     watched: list[Var] = []
     try:
+        for w, v, _ in held:
+            w.value = Var(v)
         with GradientTape() as tape:
             watched = [tape.watch(v) for v, _ in saved]
             for w, v in zip(weights, watched):
@@ -736,12 +747,21 @@ def gradients(model, inputs, loss_fn: Callable, training: bool = True, observe=N
         for w, v, (array, stamp) in zip(weights, watched, saved):
             if w.value is v:  # untouched by the call: the same array, the same stamp (caches stay valid)
                 w.value, w.stamp = array, stamp
+        for w, array, stamp in held:
+            if _is_var(w.value) and w.value.node is None and w.value.data is array:
+                w.value, w.stamp = array, stamp
         for w in all_weights:
             if _is_var(w.value):  # assigned by the call (a state update): keep the new value as an array
                 w.value = w.value.data
         _detach_state(model, set())
     value = _raw(loss)
     return float(np.sum(value)), dict(zip(weights, grads))
+
+
+def constant(value):
+    """A device array as an untracked Var, other values as they are. CuPy's ufuncs refuse a Var operand rather
+    than defer to it, so `np.matmul(device_array, var)` must meet a Var first."""
+    return Var(value) if type(value) is not Var and on_device(value) else value
 
 
 def _detached(v):
@@ -772,7 +792,7 @@ def _run(model, inputs, training: bool, observe=None):
     if graph is None:  # a single layer
         return model(inputs, training=training) if training else model(inputs)
     model._ensure_built(inputs)
-    feeds = model._standardize_inputs(inputs)
+    feeds = [constant(f) for f in model._standardize_inputs(inputs)]
     outs, _ = run_graph(graph, feeds, training=training, observe=observe)
     return outs if len(outs) > 1 else outs[0]
 

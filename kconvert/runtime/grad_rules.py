@@ -102,7 +102,8 @@ def masked(mask, g, keep: bool = True) -> np.ndarray:
     `g` is a float32/float64 array at least as large as the mask."""
     g = np.asarray(g)
     mask = np.asarray(mask)
-    if g.dtype.kind != "f" or g.dtype.itemsize not in _UINT or np.broadcast_shapes(mask.shape, g.shape) != g.shape:
+    if not isinstance(g, np.ndarray) or g.dtype.kind != "f" or g.dtype.itemsize not in _UINT or \
+            np.broadcast_shapes(mask.shape, g.shape) != g.shape:  # a device array: its own where
         return np.where(mask, g, 0) if keep else np.where(mask, 0, g)
     ut = _UINT[g.dtype.itemsize]
     if mask.shape != g.shape or not (mask.flags.c_contiguous and g.flags.c_contiguous):

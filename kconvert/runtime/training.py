@@ -10,8 +10,10 @@ metric objects accumulate across the epoch. Names in the logs follow tf_keras: `
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from .. import losses as losses_mod
 from .. import metrics as metrics_mod
 from .. import optimizers as optimizers_mod
 from ..errors import ConfigError
-from ..ops import logits
+from ..ops import array_module, logits
 from . import autodiff, regularizers
 from .blas_threads import StepThreads
 from .callbacks import CallbackList
@@ -122,6 +124,13 @@ class Compiled:
 
     def update(self, ys: list, outs: list, sws: list, total, per_output: list) -> None:
         batch = len(outs[0])
+        if any(array_module.on_device(_value(o)) for o in outs):  # a device step: the metrics run on the host
+
+            def host(v):
+                return None if v is None else array_module.to_host(_value(v))
+
+            ys, outs, sws, per_output = ([host(v) for v in vs] for vs in (ys, outs, sws, per_output))
+            total = host(total)
         self.loss_tracker.update_state(_value(total), sample_weight=batch)
         for tracker, value in zip(self.output_loss_trackers, per_output):
             if tracker is not None and value is not None:
@@ -210,11 +219,33 @@ def _constrain(model) -> None:
                 w.value = np.asarray(fn(w.value), dtype=w.dtype)
 
 
+@contextlib.contextmanager
+def _placed(model, compiled: Compiled) -> Iterator[Any]:
+    """A step on the `array_module.device` block's module: the model's weights and the optimizer's state there
+    (moved once, they stay until something outside a step reads them); yields the module."""
+    module = array_module.current()
+    if module is np:
+        yield np
+        return
+    with array_module.step(module):
+        for w in model.weights:
+            w.place(module)
+        compiled.optimizer.place(module)
+        yield module
+
+
 def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     """One optimizer step on one batch; returns the running logs."""
+    with _placed(model, compiled) as module:
+        if module is not np:
+            x, y, sample_weight = (array_module.to_module(v, module) for v in (x, y, sample_weight))
+        return _train_step(model, compiled, x, y, sample_weight)
+
+
+def _train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     compiled.from_file = None  # the state now moves on from the file's
     n_out = len(compiled.output_names)
-    ys, sws = _as_list_of(y, n_out), _as_list_of(sample_weight, n_out)
+    ys, sws = ([autodiff.constant(v) for v in _as_list_of(d, n_out)] for d in (y, sample_weight))
     seen: dict = {}
     activity = _activity_regularizers(model)
 
@@ -248,6 +279,14 @@ def _activity_regularizers(model) -> dict:
 
 
 def test_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
+    """One evaluation step on one batch; returns the running logs."""
+    with _placed(model, compiled) as module:
+        if module is not np:
+            x, y, sample_weight = (array_module.to_module(v, module) for v in (x, y, sample_weight))
+        return _test_step(model, compiled, x, y, sample_weight)
+
+
+def _test_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     n_out = len(compiled.output_names)
     ys, sws = _as_list_of(y, n_out), _as_list_of(sample_weight, n_out)
     from .numpy_engine import run_graph
