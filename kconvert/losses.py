@@ -24,7 +24,7 @@ from . import ops
 from .custom_objects import get_custom_object
 from .errors import ConfigError
 from .ops import logits
-from .ops.array_module import full
+from .ops.array_module import full, module_of, to_device
 
 EPSILON = 1e-7
 
@@ -211,7 +211,7 @@ def log_cosh(y_true, y_pred):
     # x + softplus(-2x) - log 2, softplus written stably as max(z, 0) + log1p(exp(-|z|))
     z = -2.0 * x
     softplus = np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
-    return np.mean(x + softplus - np.asarray(np.log(2.0), y_pred.dtype), axis=-1)
+    return np.mean(x + softplus - y_pred.dtype.type(np.log(2.0)), axis=-1)
 
 
 @_register("kld", "KLD", "kullback_leibler_divergence")
@@ -290,10 +290,11 @@ def _sparse_xent(y_true, y_pred, from_logits: bool, ignore_class: int | None, ax
     if ignore_class is not None:
         valid = labels != ignore_class
         labels = np.where(valid, labels, 0)
-    onehot = (labels[..., None] == np.arange(np.shape(y_pred)[-1])).astype(y_pred.dtype)
+    classes = to_device(np.arange(np.shape(y_pred)[-1]), module_of(labels))
+    onehot = (labels[..., None] == classes).astype(y_pred.dtype)
     losses = -np.sum(onehot * ops.log_softmax(y_pred, axis=-1), axis=-1)
     if valid is not None:
-        losses = np.where(valid, losses, np.zeros((), y_pred.dtype))
+        losses = np.where(valid, losses, y_pred.dtype.type(0))
     return losses, valid
 
 

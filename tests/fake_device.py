@@ -5,10 +5,9 @@
 - a ufunc or operator mixing it with a numpy array of one or more dimensions raises TypeError (CuPy refuses
   host operands); numpy scalars and 0-d arrays are allowed, as CuPy allows them;
 - it answers numpy's `__array_ufunc__` / `__array_function__` / NEP 35 `like=` by computing with numpy on the
-  wrapped arrays. Towards other overriding types it acts as CuPy does: its `__array_function__` returns
-  NotImplemented, its operators defer to a higher `__array_priority__` unless the other claims to be a numpy
-  array (the gradient tape's Var does), and its ufuncs refuse them: `np.matmul(device_array, var)` and
-  `device_array + var` raise TypeError.
+  wrapped arrays. Towards another type with its own `__array_ufunc__` it acts as CuPy 14 does (checked on an
+  H100): its ufuncs and operators return NotImplemented, so that the other type's implementation runs, unless
+  that type claims to be a numpy array (`isinstance(obj, np.ndarray)`): then they raise TypeError.
 So a training step that runs through it touches the host only where it asks to (`asnumpy`), and its numbers are
 numpy's own: a step on fake arrays must give what the same step on numpy arrays gives.
 """
@@ -67,8 +66,13 @@ class FakeArray:
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         outs = kwargs.get("out") or ()
-        if any(_foreign(i) for i in inputs + tuple(outs)):  # CuPy's ufuncs do not defer: they refuse
-            raise TypeError(f"{ufunc.__name__}: unsupported operand type {[type(i).__name__ for i in inputs]}")
+        if method == "at":  # CuPy's ufuncs have no `at` (cupyx.scatter_add does it)
+            return NotImplemented
+        foreign = [i for i in inputs + tuple(outs) if _foreign(i)]
+        if foreign:  # CuPy defers to another override, unless it claims to be a numpy array
+            if any(isinstance(i, np.ndarray) for i in foreign):
+                raise TypeError(f"Unsupported type {type(foreign[0])}")
+            return NotImplemented
         if any(_host_operand(i) for i in inputs + tuple(outs)):
             raise TypeError(f"{ufunc.__name__}: a numpy array operand with a device array")
         result = getattr(ufunc, method)(*_unwrap(inputs), **_unwrap(kwargs))
@@ -152,10 +156,10 @@ for _name in ("reshape", "astype", "copy", "sum", "mean", "max", "min", "transpo
 
 def _operator(dunder: str, in_place: bool):
     def op(self, other):
-        if _foreign(other):  # CuPy defers to a higher priority, but not to something claiming to be a numpy array
-            if getattr(other, "__array_priority__", 0) > self.__array_priority__ and not isinstance(other, np.ndarray):
-                return NotImplemented
-            raise TypeError(f"Unsupported type {type(other)}")
+        if _foreign(other):  # as in its ufuncs: CuPy defers, unless the other claims to be a numpy array
+            if isinstance(other, np.ndarray):
+                raise TypeError(f"Unsupported type {type(other)}")
+            return NotImplemented
         if _host_operand(other):
             raise TypeError(f"{dunder}: a numpy array operand with a device array")
         result = getattr(self._a, dunder)(_unwrap(other))
@@ -195,6 +199,18 @@ def asnumpy(x) -> np.ndarray:
 
 def full(shape, fill_value, dtype=None) -> FakeArray:
     return FakeArray(np.full(shape, fill_value, dtype))
+
+
+def erf(x) -> FakeArray:  # stands in for cupyx.scipy.special.erf, with the host's own numbers
+    from kconvert.ops.nn import erf as host_erf
+
+    return FakeArray(host_erf(x._a))
+
+
+def scatter_add(a: FakeArray, index, values) -> None:  # as cupyx.scatter_add
+    if any(_host_operand(i) for i in (index if type(index) is tuple else (index,))) or _host_operand(values):
+        raise TypeError("scatter_add: a numpy array argument")
+    np.add.at(a._a, _unwrap(index), _unwrap(values))
 
 
 def stack(arrays, axis: int = 0) -> FakeArray:

@@ -193,3 +193,172 @@ def test_cuda_fit_matches_the_host_fit(make, shape):
     for a, b in zip(w_host, w_dev):
         assert type(b) is np.ndarray
         np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- every layer family
+
+
+def _layer_grads(make, inputs, kwargs, module):
+    """The layer's outputs and the gradients of sum(out**2 * r) w.r.t. its floating inputs and trainable weights,
+    computed on `module`'s arrays (weights copied from a host-built twin, so both runs start equal)."""
+    from kconvert.runtime.autodiff import GradientTape
+    from kconvert.runtime.autodiff import _raw as raw
+
+    many = isinstance(inputs, list)
+    ins = list(inputs) if many else [inputs]
+    layer = make()
+    if hasattr(layer, "_rng"):
+        layer._rng = np.random.default_rng(5)
+    layer(ins if many else ins[0], **kwargs)  # builds it
+    rng = np.random.default_rng(1)
+    for w in layer.weights:  # the same values in both runs (variances and scales positive)
+        low = 0.5 if "variance" in w.name or "gamma" in w.name else -0.5
+        w.value = rng.uniform(low, low + 1.0, w.shape).astype(w.dtype)
+    if hasattr(layer, "_rng"):
+        layer._rng = np.random.default_rng(5)
+    step = array_module.step(module) if module is not np else contextlib.nullcontext()
+    with step:
+        for w in layer.weights:
+            w.place(module)
+        ins = [array_module.to_device(np.asarray(x), module) for x in ins]
+        kw = {key: array_module.to_device(v, module) if isinstance(v, np.ndarray) else v for key, v in kwargs.items()}
+        weights = list(layer.trainable_weights)
+        saved = [w.value for w in weights]
+        with GradientTape() as tape:
+            xs = [tape.watch(x) if x.dtype.kind == "f" else x for x in ins]
+            ws = [tape.watch(v) for v in saved]
+            for w, v in zip(weights, ws):
+                w.value = v
+            out = layer(xs if many else xs[0], **kw)
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            loss = sum(np.sum(o * o) for o in outs)
+        grads = tape.gradient(loss, [x for x in xs if x.dtype.kind == "f"] + ws)
+        for w, v in zip(weights, saved):
+            w.value = v
+        return ([array_module.to_host(raw(o)) for o in outs],
+                [None if g is None else array_module.to_host(g) for g in grads])
+
+
+def _layer_cases():
+    from test_autodiff_layers import LAYER_CASES
+
+    return LAYER_CASES
+
+
+@pytest.fixture(params=["fake", "cuda"])
+def device_module(request):
+    """The strict stand-in (results bit for bit the host's) or, where a GPU is there, CuPy (close to them)."""
+    return fake_device if request.param == "fake" else _cupy()
+
+
+def _same(host, dev, module, rtol=1e-7, atol=1e-9):
+    """Equal on the stand-in; on CUDA within `rtol`/`atol` (float32 training runs: 1e-4 relative, the tolerance
+    of the Keras-equality tests)."""
+    assert type(dev) is np.ndarray
+    if module is fake_device:
+        np.testing.assert_array_equal(dev, host)
+    else:  # CUDA's kernels round differently from numpy's
+        np.testing.assert_allclose(dev, host, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("case", _layer_cases(), ids=[c[0] for c in _layer_cases()])
+def test_every_layer_family_trains_on_the_device(case, device_module):
+    _, make, inputs, kwargs = case
+    outs_host, grads_host = _layer_grads(make, inputs, kwargs, np)
+    outs_dev, grads_dev = _layer_grads(make, inputs, kwargs, device_module)
+    assert len(outs_dev) == len(outs_host) and len(grads_dev) == len(grads_host)
+    for a, b in zip(outs_host + grads_host, outs_dev + grads_dev):
+        _same(a, b, device_module)
+
+
+def _noise_cases():
+    from test_autodiff_layers import NOISE_CASES
+
+    return NOISE_CASES
+
+
+@pytest.mark.parametrize("case", _noise_cases(), ids=[c[0] for c in _noise_cases()])
+def test_noise_layers_draw_the_same_noise_on_the_device(case, device_module):
+    _, make, x = case
+    outs_host, grads_host = _layer_grads(make, x, {"training": True}, np)
+    outs_dev, grads_dev = _layer_grads(make, x, {"training": True}, device_module)
+    assert not np.array_equal(outs_host[0], x)  # the noise is there
+    for a, b in zip(outs_host + grads_host, outs_dev + grads_dev):
+        _same(a, b, device_module)
+
+
+OPTIMIZERS = {
+    "sgd": lambda: k.optimizers.SGD(0.05),
+    "sgd_momentum_decay": lambda: k.optimizers.SGD(0.05, momentum=0.8, decay=0.01),
+    "rmsprop_centered": lambda: k.optimizers.RMSprop(0.01, momentum=0.5, centered=True),
+    "adagrad": lambda: k.optimizers.Adagrad(0.05),
+    "adadelta": lambda: k.optimizers.Adadelta(1.0),
+    "adam_amsgrad_clipnorm": lambda: k.optimizers.Adam(0.01, amsgrad=True, clipnorm=0.5),
+    "adamw": lambda: k.optimizers.AdamW(0.01, weight_decay=0.01),
+    "adamax_clipvalue": lambda: k.optimizers.Adamax(0.01, clipvalue=0.05),
+    "nadam": lambda: k.optimizers.Nadam(0.01),
+}
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_steps_on_the_device(name, device_module):
+    def make():  # a regularizer and a constraint too (constraints run after each update)
+        return k.Sequential([k.Input((5,)), L.Dense(8, activation="tanh", kernel_regularizer="l2"),
+                             L.Dense(3, kernel_constraint={"class_name": "MaxNorm", "config": {"max_value": 0.6}},
+                                     bias_constraint="non_neg")])
+    x, _ = _data((5,), n=24, seed=3)
+    y = np.random.default_rng(4).standard_normal((24, 3)).astype(np.float32)
+    init, results = None, []
+    for module in (np, device_module):
+        model = make()
+        model.compile(optimizer=OPTIMIZERS[name](), loss="mse", metrics=["mae"])
+        init = init or model.get_weights()
+        model.set_weights(init)
+        with k.device(module):
+            logs = [model.train_on_batch(x[i:i + 8], y[i:i + 8], return_dict=True) for i in (0, 8, 16, 0)]
+        results.append((logs, model.get_weights(), model.optimizer.get_weights()))
+    (logs_h, w_h, o_h), (logs_d, w_d, o_d) = results
+    for lh, ld in zip(logs_h, logs_d):
+        assert lh.keys() == ld.keys()
+        _same(np.array(list(lh.values())), np.array(list(ld.values())), device_module, rtol=1e-4, atol=1e-5)
+    for a, b in zip(w_h + o_h, w_d + o_d):
+        _same(a, b, device_module, rtol=1e-4, atol=1e-5)
+
+
+LOSSES = ["mse", "mae", "mape", "msle", "binary_crossentropy", "categorical_crossentropy",
+          "sparse_categorical_crossentropy", "hinge", "squared_hinge", "categorical_hinge", "kld", "poisson",
+          "cosine_similarity", "huber", "log_cosh"]
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_loss_and_metric_on_the_device(loss, device_module):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((30, 6)).astype(np.float32)
+    if loss == "sparse_categorical_crossentropy":
+        y = rng.integers(0, 4, (30, 1)).astype(np.float32)
+    elif loss == "binary_crossentropy":
+        y = (rng.random((30, 4)) > 0.5).astype(np.float32)
+    else:
+        y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 30)]
+    if loss == "mape":  # no zero targets: their 1e-7 floor makes gradients of 1e7 that no two devices round alike
+        y += 0.5
+    w = rng.uniform(0.5, 2.0, 30).astype(np.float32)
+    activation = "sigmoid" if loss == "binary_crossentropy" else "softmax"
+    init, results = None, []
+    for module in (np, device_module):
+        model = k.Sequential([k.Input((6,)), L.Dense(4, activation=activation)])
+        model.compile(optimizer=k.optimizers.SGD(0.1), loss=loss, metrics=["accuracy", "mse"],
+                      weighted_metrics=["mae"])
+        init = init or model.get_weights()
+        model.set_weights(init)
+        with k.device(module):
+            hist = model.fit(x, y, sample_weight=w, batch_size=8, epochs=2, verbose=0, shuffle=False)
+            ev = model.evaluate(x, y, sample_weight=w, verbose=0)
+        results.append((hist.history, ev, model.get_weights()))
+    (hist_h, ev_h, w_h), (hist_d, ev_d, w_d) = results
+    assert hist_d.keys() == hist_h.keys()
+    for key in hist_h:
+        _same(np.array(hist_h[key]), np.array(hist_d[key]), device_module, rtol=1e-4, atol=1e-5)
+    _same(np.array(ev_h), np.array(ev_d), device_module, rtol=1e-4, atol=1e-5)
+    for a, b in zip(w_h, w_d):
+        _same(a, b, device_module, rtol=1e-4, atol=1e-5)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.array_module import module_of, to_device
 from . import activations
 from .base import Layer, current_keras_major, register_layer
 from .call_args import CallArgs, CallArgsLayer, Spec, unpack_call_args
@@ -183,8 +184,8 @@ class _Stateless:
         return [], {}
 
 
-def _lower_triangular(t: int, s: int) -> np.ndarray:
-    return np.tril(np.ones((t, s), dtype=bool))[None]
+def _lower_triangular(t: int, s: int, like) -> np.ndarray:
+    return to_device(np.tril(np.ones((t, s), dtype=bool))[None], module_of(like))
 
 
 @register_layer()
@@ -310,12 +311,12 @@ class MultiHeadAttention(CallArgsLayer):
                 m = np.asarray(m, bool)[:, None, :]
                 auto = m if auto is None else auto & m
         if use_causal_mask:
-            m = _lower_triangular(query.shape[1], value.shape[1])
+            m = _lower_triangular(query.shape[1], value.shape[1], query)
             auto = m if auto is None else auto & m
         if self._sliding_window is not None:
             rows = np.arange(query.shape[1])[None, :, None]
             cols = np.arange(value.shape[1])[None, None, :]
-            m = np.abs(rows - cols) < self._sliding_window
+            m = to_device(np.abs(rows - cols) < self._sliding_window, module_of(query))
             auto = m if auto is None else auto & m
         if auto is not None:
             return auto if attention_mask is None else np.asarray(attention_mask, bool) & auto
@@ -440,7 +441,7 @@ class _BaseDenseAttention(CallArgsLayer):
         if v_mask is not None:
             score_mask = np.expand_dims(np.asarray(v_mask, bool), -2)
         if self.causal or use_causal_mask:
-            causal = np.tril(np.ones(scores.shape[-2:], dtype=bool))
+            causal = to_device(np.tril(np.ones(scores.shape[-2:], dtype=bool)), module_of(scores))
             score_mask = causal if score_mask is None else score_mask & causal
         if score_mask is not None:
             scores = scores - np.float32(1e9) * (~score_mask).astype(scores.dtype)

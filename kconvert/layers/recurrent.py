@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError, KConvertError, ShapeError
+from ..ops.array_module import like
 from ..ops.recurrent import gru_cell, gru_step, lstm_cell, lstm_step, rnn_scan
 from . import activations
 from .base import Layer, Weight, current_keras_version, is_shape_list, register_layer
@@ -91,7 +92,7 @@ class Recurrent(Layer):
 
     def _zero_states(self, x: np.ndarray) -> list[np.ndarray]:
         shape = (x.shape[0], *self._step_output_shape((None, *x.shape[1:]))[1:])
-        return [np.zeros(shape, self.dtype) for _ in range(self.n_states)]
+        return [np.zeros(shape, self.dtype, like=like(x)) for _ in range(self.n_states)]
 
     def _initial_states(self, x: np.ndarray, given: list) -> list[np.ndarray]:
         given = [np.asarray(s, self.dtype) for s in given]

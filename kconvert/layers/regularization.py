@@ -124,7 +124,7 @@ class GaussianNoise(_RandomLayer):
         x = np.asarray(inputs)
         if not training:
             return x
-        return (x + noise.normal(x.shape, self._rng, 0.0, float(self.stddev), x.dtype)).astype(x.dtype,
+        return (x + noise.normal(x.shape, self._rng, 0.0, float(self.stddev), x.dtype, like=x)).astype(x.dtype,
                                                                                                   copy=False)
 
     def get_config(self):
@@ -144,7 +144,7 @@ class GaussianDropout(_RandomLayer):
         if not training or not 0 < self.rate < 1:
             return x
         stddev = float(np.sqrt(self.rate / (1.0 - self.rate)))
-        return (x * noise.normal(x.shape, self._rng, 1.0, stddev, x.dtype)).astype(x.dtype, copy=False)
+        return (x * noise.normal(x.shape, self._rng, 1.0, stddev, x.dtype, like=x)).astype(x.dtype, copy=False)
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
@@ -170,7 +170,7 @@ class AlphaDropout(_RandomLayer):
             return x
         rate = float(self.rate)
         shape = noise.resolve_noise_shape(self.noise_shape, x.shape) if self.noise_shape else x.shape
-        kept = (noise.uniform(shape, self._rng) >= rate).astype(x.dtype)
+        kept = (noise.uniform(shape, self._rng, like=x) >= rate).astype(x.dtype)
         alpha_p = -_SELU_ALPHA * _SELU_SCALE
         a = ((1 - rate) * (1 + rate * alpha_p**2)) ** -0.5
         b = -a * alpha_p * rate

@@ -109,6 +109,32 @@ def full(shape, fill_value, dtype, like=None):
     return np.full(shape, fill_value, dtype) if module is np else module.full(shape, fill_value, dtype)
 
 
+def add_at(a, index, values) -> None:
+    """`np.add.at(a, index, values)`, on a device array through its module's `scatter_add` (CuPy's ufuncs have
+    no `at`); the index's arrays go to the device too."""
+    module = module_of(a)
+    if module is np:
+        np.add.at(a, index, values)
+        return
+    fn = getattr(module, "scatter_add", None) or importlib.import_module("cupyx").scatter_add
+    fn(a, to_module(index, module), values)
+
+
+_SPECIAL_MODULES = {"cupy": "cupyx.scipy.special"}  # where a device module keeps scipy.special's functions
+
+
+def special(name: str, x):
+    """scipy.special's `name` (erf, ...) applied to device array `x` by its module."""
+    module = module_of(x)
+    fn = getattr(module, name, None)
+    if fn is None:
+        where = _SPECIAL_MODULES.get(getattr(module, "__name__", ""))
+        fn = getattr(importlib.import_module(where), name) if where else None
+    if fn is None:
+        raise TypeError(f"{name} is not available for {getattr(module, '__name__', module)} arrays")
+    return fn(asarray(x))
+
+
 def like(x):
     """An array to pass as NEP 35's `like=` so that a constructor builds on `x`'s device (None on the host)."""
     return None if module_of(x) is np else asarray(x)

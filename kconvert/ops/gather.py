@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .array_module import add_at
 from .base import Op, register, traceable
 
 
@@ -30,7 +31,7 @@ class Gather(Op):
         params, indices = inputs
         g = np.zeros_like(np.asarray(params))
         idx = np.asarray(indices).astype(np.int64).ravel()
-        np.add.at(g, idx, grad.reshape(idx.size, *g.shape[1:]))
+        add_at(g, idx, grad.reshape(idx.size, *g.shape[1:]))
         return g, None
 
     @staticmethod

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from . import ufuncs
+from . import array_module, ufuncs
+from .array_module import on_device
 from .base import traceable
 from .logits import mark
 
@@ -68,6 +69,8 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 @traceable
 def erf(x):
+    if on_device(x):
+        return array_module.special("erf", x)
     try:
         from scipy.special import erf as sp_erf  # optional; far faster than the vectorised fallback
     except ImportError:  # pragma: no cover - depends on the environment

@@ -26,12 +26,18 @@ def dropout(x: np.ndarray, rate: float, rng: np.random.Generator, noise_shape: S
 
 
 def normal(shape: Sequence[int], rng: np.random.Generator, mean: float = 0.0, stddev: float = 1.0,
-           dtype="float32") -> np.ndarray:
-    return rng.normal(mean, stddev, tuple(shape)).astype(dtype)
+           dtype="float32", like=None) -> np.ndarray:
+    """Normal noise drawn on the host from `rng` (the same on any device), on `like`'s device if given."""
+    return _on(rng.normal(mean, stddev, tuple(shape)).astype(dtype), like)
 
 
-def uniform(shape: Sequence[int], rng: np.random.Generator, dtype="float32") -> np.ndarray:
-    return rng.random(tuple(shape)).astype(dtype)
+def uniform(shape: Sequence[int], rng: np.random.Generator, dtype="float32", like=None) -> np.ndarray:
+    """Uniform [0, 1) noise drawn on the host from `rng`, on `like`'s device if given."""
+    return _on(rng.random(tuple(shape)).astype(dtype), like)
+
+
+def _on(noise: np.ndarray, like):
+    return noise if like is None else array_module.to_device(noise, array_module.module_of(like))
 
 
 def resolve_noise_shape(noise_shape, input_shape: Sequence[int]) -> tuple[int, ...]:

@@ -217,7 +217,7 @@ class AvgPool(Op):
             v = xp[_tap_slice(x.ndim, axes, tap, strides, out)]
             y = v.astype(np.result_type(x.dtype, np.float32), copy=True) if y is None else np.add(y, v, out=y)
         div = _divisor(x, ksize, strides, pads, axes, sizes, out, count_include_pad)
-        y /= np.asarray(div, dtype=y.dtype)
+        y /= y.dtype.type(div) if np.ndim(div) == 0 else div.astype(y.dtype)
         return y
 
     @staticmethod
@@ -225,8 +225,8 @@ class AvgPool(Op):
                  channels_last=True):
         (x,) = inputs
         ksize, strides, pads, axes, sizes, out = _geometry(x, ksize, strides, pads, channels_last)
-        g = grad / np.asarray(_divisor(x, ksize, strides, pads, axes, sizes, out, count_include_pad),
-                              dtype=grad.dtype)
+        div = _divisor(x, ksize, strides, pads, axes, sizes, out, count_include_pad)
+        g = grad / (grad.dtype.type(div) if np.ndim(div) == 0 else div.astype(grad.dtype))
         shape = list(x.shape)
         for a, (lo, hi) in zip(axes, pads):
             shape[a] += lo + hi

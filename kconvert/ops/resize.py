@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .array_module import module_of, to_device
 from .base import Op, register, traceable
 from .shapes import spatial_axes
 
@@ -79,8 +80,9 @@ def _resize_axis(x, axis, out_size, mode, transform):
     if mode == "nearest":
         if out_size % in_size == 0 and transform in ("half_pixel", "asymmetric"):
             return np.repeat(x, out_size // in_size, axis=axis)  # exact for integer factors
-        return np.take(x, nearest_indices(out_size, in_size, transform), axis=axis)
-    lo, hi, w = linear_taps(out_size, in_size, transform)
+        return np.take(x, to_device(nearest_indices(out_size, in_size, transform), module_of(x)), axis=axis)
+    module = module_of(x)
+    lo, hi, w = (to_device(v, module) for v in linear_taps(out_size, in_size, transform))
     a = np.take(x, lo, axis=axis)
     b = np.take(x, hi, axis=axis)
     w = w.astype(np.result_type(x.dtype, np.float32)).reshape(_bshape(x.ndim, axis, out_size))
@@ -119,7 +121,8 @@ class Resize(Op):
         axes, sizes = _check(x, sizes, mode, channels_last)
         g = grad
         for a in axes:  # transpose of the forward: the axes in the opposite order
-            m = _matrix(g.shape[a], x.shape[a], mode, coordinate_transformation).astype(grad.dtype)
+            m = to_device(_matrix(g.shape[a], x.shape[a], mode, coordinate_transformation).astype(grad.dtype),
+                          module_of(grad))
             g = np.moveaxis(np.tensordot(g, m, axes=([a], [0])), -1, a)
         return (g,)
 

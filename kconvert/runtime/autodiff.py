@@ -42,10 +42,10 @@ import numpy as np
 
 from ..errors import KConvertError
 from ..ops import logits, ufuncs
+from ..ops.array_module import add_at, full, is_array, like, on_device
 
 # _asarray: numpy's own (whatever patch is installed), except that a device array stays where it is
 from ..ops.array_module import asarray as _asarray
-from ..ops.array_module import full, is_array, on_device
 from ..ops.base import OPS, unbroadcast
 from ..ops.coercion import numpy_takes
 from .numpy_engine import run_graph
@@ -91,7 +91,9 @@ class Var:
 
     @property
     def __class__(self):  # isinstance(var, np.ndarray): layer code telling arrays from constants takes Vars
-        return np.ndarray
+        # ... but not over a device array: CuPy defers an operation to a foreign type with its own
+        # __array_ufunc__ (`device_array + var`), unless it claims to be a numpy array, which CuPy then refuses
+        return np.ndarray if type(self.data) is np.ndarray or not on_device(self.data) else Var
 
     def __repr__(self) -> str:
         return f"Var({self.data!r}, tracked={self.node is not None})"
@@ -535,9 +537,9 @@ def _advanced(key) -> bool:
 
 
 def _scatter(g, key, shape, dtype, advanced: bool):
-    full = np.zeros(shape, dtype)
+    full = np.zeros(shape, dtype, like=like(g))
     if advanced:
-        np.add.at(full, key, g)
+        add_at(full, key, g)
     else:
         full[key] = g
     return full

@@ -8,6 +8,7 @@ import string
 
 import numpy as np
 
+from ..ops import array_module
 from .autodiff import AutodiffError
 from .grad_rules import composite_rule, function_rule, masked, normalize_axes, unbroadcast_to
 
@@ -37,7 +38,7 @@ def _astype(out, needs, x, dtype, **kwargs):
 
 @function_rule(np.transpose)
 def _transpose(out, needs, a, axes=None):
-    inv = None if axes is None else np.argsort([int(i) % np.ndim(a) for i in axes])
+    inv = None if axes is None else tuple(int(i) for i in np.argsort([int(i) % np.ndim(a) for i in axes]))
     return lambda g: (np.transpose(g, inv), None)
 
 
@@ -94,8 +95,8 @@ def _repeat(out, needs, a, repeats, axis=None):
             ga = g.reshape(gs).sum(axis=ax + 1)
         else:
             gm = np.moveaxis(g.reshape(-1) if axis is None else g, ax, 0)
-            ga = np.zeros((n,) + gm.shape[1:], g.dtype)
-            np.add.at(ga, np.repeat(np.arange(n), repeats), gm)
+            ga = np.zeros((n,) + gm.shape[1:], g.dtype, like=array_module.like(g))
+            array_module.add_at(ga, np.repeat(np.arange(n), array_module.to_host(repeats)), gm)
             ga = np.moveaxis(ga, 0, ax)
         return np.reshape(ga, shape), None
     return vjp
@@ -125,10 +126,10 @@ def _concatenate(out, needs, arrays, axis=0, **kwargs):
 
         def vjp_flat(g):
             cuts = np.cumsum([int(np.prod(s)) for s in shapes])[:-1]
-            return ([p.reshape(s) for p, s in zip(np.split(g, cuts), shapes)],)
+            return ([p.reshape(s) for p, s in zip(np.split(g, cuts.tolist()), shapes)],)
         return vjp_flat
     cuts = np.cumsum(_axis_sizes(arrays, axis))[:-1]
-    return lambda g: (np.split(g, cuts, axis=axis),)
+    return lambda g: (np.split(g, cuts.tolist(), axis=axis),)
 
 
 @function_rule(np.stack)
@@ -170,7 +171,7 @@ def _split(out, needs, ary, indices_or_sections, axis=0):
 
     def piece_vjp(lo, hi):
         def vjp(g):
-            full = np.zeros(shape, dtype)
+            full = np.zeros(shape, dtype, like=array_module.like(g))
             full[(slice(None),) * ax + (slice(lo, hi),)] = g
             return (full, *rest)
         return vjp
@@ -192,15 +193,15 @@ def _take(out, needs, a, indices, axis=None, mode="raise"):
     def vjp(g):
         idx = np.asarray(indices)
         if axis is None:
-            full = np.zeros(int(np.prod(shape)), dtype)
-            np.add.at(full, idx.ravel(), np.reshape(g, -1))
+            full = np.zeros(int(np.prod(shape)), dtype, like=array_module.like(g))
+            array_module.add_at(full, idx.ravel(), np.reshape(g, -1))
             return full.reshape(shape), None
         ax = int(axis) % len(shape)
-        full = np.zeros(shape, dtype)
+        full = np.zeros(shape, dtype, like=array_module.like(g))
         moved = np.moveaxis(full, ax, 0)
         gm = np.moveaxis(np.reshape(g, shape[:ax] + idx.shape + shape[ax + 1:]), list(range(ax, ax + idx.ndim)),
                          list(range(idx.ndim)))
-        np.add.at(moved, idx, gm)
+        array_module.add_at(moved, idx, gm)
         return full, None
     return vjp
 
@@ -210,14 +211,14 @@ def _take_along_axis(out, needs, arr, indices, axis=-1):
     shape, dtype = np.shape(arr), np.asarray(arr).dtype
 
     def vjp(g):
-        full = np.zeros(shape, dtype)
+        full = np.zeros(shape, dtype, like=array_module.like(g))
         if axis is None:
-            np.add.at(full.reshape(-1), np.asarray(indices).ravel(), g.ravel())
+            array_module.add_at(full.reshape(-1), np.asarray(indices).ravel(), g.ravel())
             return full, None
         ax = int(axis) % len(shape)
-        grids = list(np.indices(g.shape, sparse=True))
+        grids = [array_module.to_device(i, array_module.module_of(g)) for i in np.indices(g.shape, sparse=True)]
         grids[ax] = np.broadcast_to(indices, g.shape)
-        np.add.at(full, tuple(grids), g)
+        array_module.add_at(full, tuple(grids), g)
         return full, None
     return vjp
 
@@ -237,7 +238,7 @@ def _clip(out, needs, a, a_min=_NV, a_max=_NV, **kwargs):
         raise AutodiffError("numpy.clip with tracked bounds")
 
     def vjp(g):
-        inside = np.ones(np.shape(a), bool)
+        inside = array_module.full(np.shape(a), True, bool, like=a)
         if lo is not _NV and lo is not None:
             inside &= np.greater_equal(a, lo)
         if hi is not _NV and hi is not None:
