@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import gemm, parallel, scratch
-from .array_module import like
+from .array_module import like, on_device
 from .base import Op, register, traceable
 
 # the largest im2col buffer (in elements) built at once; bigger batches are processed in chunks
@@ -87,7 +87,7 @@ def _columns(xp: np.ndarray, ksize, strides, dilations, out_sizes) -> np.ndarray
     view copied once; for one channel, tap by tap (block copies of shifted rows, not a gather), F-ordered."""
     m = xp.shape[0] * int(np.prod(out_sizes))
     kprod = int(np.prod(ksize))
-    if xp.shape[-1] == 1:
+    if xp.shape[-1] == 1 and not on_device(xp):
         cols_t = np.empty((kprod, xp.shape[0], *out_sizes), dtype=xp.dtype, like=like(xp))
         taps = [sl for _, sl in _tap_slices(ksize, strides, dilations, out_sizes)]
 
@@ -133,8 +133,13 @@ def _input_grad_taps(gxp, g, kt, ksize, strides, dilations, out_sizes) -> None:
     over the cores instead, each half running its products on one thread: a (12544 x 64) by (64 x 32) product
     gains little from a second thread, and the strided adds then run on both cores too (MNIST CNN's second
     convolution, 2 cores: 7.8 -> 5.5 ms). Each row's products and sums are the same either way."""
-    threads = gemm.threads()
     taps = [sl for _, sl in _tap_slices(ksize, strides, dilations, out_sizes)]
+    if on_device(g):  # a GPU: every tap's product in one batched call (Python and launches are the cost there)
+        prods = np.matmul(g.reshape(-1, g.shape[-1]), kt).reshape(len(taps), *g.shape[:-1], kt.shape[-1])
+        for j, sl in enumerate(taps):
+            gxp[sl] += prods[j]
+        return
+    threads = gemm.threads()
     work = len(taps) * (gxp.nbytes + g.nbytes)  # every tap reads the gradient and adds into the input's
     pieces = parallel.parts(len(g), work) if threads > 1 else [slice(0, len(g))]
     inner = max(1, threads // len(pieces)) if threads else 0

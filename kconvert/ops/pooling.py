@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import parallel
-from .array_module import like, module_of, to_device
+from .array_module import like, module_of, on_device, to_device
 from .base import Op, register, traceable
 from .conv import conv_output_length
 from .shapes import spatial_axes
@@ -120,7 +120,7 @@ def _saved_max_grad(x, grad, output, won, axes, ksize, strides, pads, out, tiled
             for j, sl in enumerate(taps):
                 _where_or_zero(np.equal(w, j), g, out=dest[sl])
 
-        parallel.split(write, len(gx), gx.nbytes * 2)
+        parallel.split(write, len(gx), 0 if on_device(gx) else gx.nbytes * 2)  # a GPU has its own threads
         return gx
     shape = list(x.shape)
     for a, (lo, hi) in zip(axes, pads):
@@ -183,7 +183,7 @@ class MaxPool(Op):
         won = np.zeros(shape, np.int8 if np.prod(ksize) <= 127 else np.int32, like=like(x)) if needs[0] else None
         parallel.split(lambda part: _max_taps(xp[part], y[part], None if won is None else won[part], axes, ksize,
                                               strides, out),
-                       len(y), xp.nbytes + y.nbytes)
+                       len(y), 0 if on_device(y) else xp.nbytes + y.nbytes)
         return y, won
 
     @staticmethod

@@ -23,7 +23,8 @@ def blockwise(fn: Callable[..., None], *arrays: np.ndarray) -> None:
     """Call `fn(*blocks)` on matching blocks of the same-shape `arrays` (a whole-array call when they are small
     or not all C-contiguous). `fn` works in place (`out=` arguments); it must treat elements independently."""
     size = arrays[0].size
-    if size < _MIN_SIZE or not all(a.flags.c_contiguous and a.size == size for a in arrays):
+    if size < _MIN_SIZE or not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.size == size
+                                   for a in arrays):  # a device array: one call, its kernels are parallel
         fn(*arrays)
         return
     flat = [a.reshape(-1) for a in arrays]
