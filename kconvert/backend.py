@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from . import ops
+from .ops.array_module import const
 
 _EPSILON = 1e-7
 _FLOATX = "float32"
@@ -205,7 +206,7 @@ def sign(x):
 
 def pow(x, a):  # noqa: A001 - mirrors keras.backend.pow
     x = _a(x)
-    return ops.power(x, np.asarray(a, x.dtype) if np.ndim(a) == 0 else a)
+    return ops.power(x, const(a, x.dtype) if np.ndim(a) == 0 else a)
 
 
 def cos(x):
@@ -501,7 +502,7 @@ def sigmoid(x):
 def hard_sigmoid(x):
     """Keras 2's hard sigmoid: clip(0.2 * x + 0.5, 0, 1)."""
     x = _a(x)
-    return np.clip(x * np.asarray(0.2, x.dtype) + np.asarray(0.5, x.dtype), 0, 1).astype(x.dtype, copy=False)
+    return np.clip(x * const(0.2, x.dtype) + const(0.5, x.dtype), 0, 1).astype(x.dtype, copy=False)
 
 
 def tanh(x):

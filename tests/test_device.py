@@ -362,3 +362,91 @@ def test_every_loss_and_metric_on_the_device(loss, device_module):
     _same(np.array(ev_h), np.array(ev_d), device_module, rtol=1e-4, atol=1e-5)
     for a, b in zip(w_h, w_d):
         _same(a, b, device_module, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------- whole models
+
+
+def _masked_lstm():
+    return k.Sequential([k.Input((6, 4)), L.Masking(0.0), L.LSTM(5, return_sequences=True, dropout=0.2,
+                                                                recurrent_dropout=0.2, seed=2),
+                         L.GRU(3), L.Dense(7, activation="softmax")])
+
+
+def _embedding_gru():
+    return k.Sequential([k.Input((6,), dtype="int32"), L.Embedding(11, 4, mask_zero=True), L.GRU(5),
+                         L.Dense(7, activation="softmax")])
+
+
+def _two_outputs():
+    inp = k.Input((9,))
+    h = L.Dense(12, activation="relu")(inp)
+    return k.Model(inp, [L.Dense(7, activation="softmax", name="cls")(h), L.Dense(2, name="reg")(h)])
+
+
+def _model_data(name):
+    rng = np.random.default_rng(8)
+    y = np.eye(7, dtype=np.float32)[rng.integers(0, 7, 40)]
+    if name == "masked_lstm":
+        x = rng.standard_normal((40, 6, 4)).astype(np.float32)
+        x[::3, 4:] = 0.0  # masked steps
+        return x, y
+    if name == "embedding_gru":
+        x = rng.integers(1, 11, (40, 6)).astype(np.int32)
+        x[::2, 3:] = 0
+        return x, y
+    return rng.standard_normal((40, 9)).astype(np.float32), [y, rng.standard_normal((40, 2)).astype(np.float32)]
+
+
+MODELS = {"masked_lstm": (_masked_lstm, {}),
+          "embedding_gru": (_embedding_gru, {"class_weight": {i: 1.0 + i / 4 for i in range(7)}}),
+          "two_outputs": (_two_outputs, {})}
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_whole_models_fit_on_the_device(name, device_module):
+    make, fit_kwargs = MODELS[name]
+    x, y = _model_data(name)
+    init, results = None, []
+    for module in (np, device_module):
+        model = make()
+        if name == "two_outputs":
+            model.compile(optimizer=k.optimizers.RMSprop(0.01), loss={"cls": "categorical_crossentropy", "reg": "mse"},
+                          loss_weights={"cls": 1.0, "reg": 0.3}, metrics={"cls": "accuracy"})
+        else:
+            model.compile(optimizer=k.optimizers.Adam(0.01), loss="categorical_crossentropy", metrics=["accuracy"])
+        init = init or model.get_weights()
+        model.set_weights(init)
+        with k.device(module):
+            hist = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, validation_data=(x, y),
+                             **fit_kwargs)
+            ev = model.evaluate(x, y, verbose=0)
+        results.append((hist.history, ev, model.get_weights()))
+    (hist_h, ev_h, w_h), (hist_d, ev_d, w_d) = results
+    assert hist_d.keys() == hist_h.keys()
+    for key in hist_h:
+        _same(np.array(hist_h[key]), np.array(hist_d[key]), device_module, rtol=1e-4, atol=1e-5)
+    _same(np.array(ev_h), np.array(ev_d), device_module, rtol=1e-4, atol=1e-5)
+    for a, b in zip(w_h, w_d):
+        _same(a, b, device_module, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stateful_lstm_carries_its_states_on_the_device(device_module):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 5, 3)).astype(np.float32)
+    y = rng.standard_normal((4, 2)).astype(np.float32)
+    init, results = None, []
+    for module in (np, device_module):
+        model = k.Sequential([k.Input((5, 3), batch_size=4), L.LSTM(6, stateful=True), L.Dense(2)])
+        model.compile(optimizer=k.optimizers.SGD(0.05), loss="mse")
+        init = init or model.get_weights()
+        model.set_weights(init)
+        with k.device(module):
+            losses = [model.train_on_batch(x, y) for _ in range(3)]
+            model.reset_states()
+            losses += [model.train_on_batch(x, y) for _ in range(2)]
+        results.append((losses, model.get_weights()))
+    _same(np.array(results[0][0]), np.array(results[1][0]), device_module, rtol=1e-4, atol=1e-6)
+    assert results[0][0][3] != results[0][0][2]  # the states carried over, and were reset
+    for a, b in zip(results[0][1], results[1][1]):
+        _same(a, b, device_module, rtol=1e-4, atol=1e-6)

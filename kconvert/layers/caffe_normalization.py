@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.array_module import const
 from .base import Layer, is_shape_list, register_layer
 from .caffe_pooling import kconvert_only_keras3
 from .pooling import check_rank, normalize_data_format, spatial_layout
@@ -89,7 +90,7 @@ class LRN(Layer):
         if self.norm_region == "within_channel":
             mean = ops.avg_pool(sq, (n, n), (1, 1), ((half, half), (half, half)), count_include_pad=True,
                                 channels_last=channels_last)
-            scale = ops.add(ops.multiply(mean, np.asarray(self.alpha, x.dtype)), np.asarray(1.0, x.dtype))
+            scale = ops.add(ops.multiply(mean, const(self.alpha, x.dtype)), const(1.0, x.dtype))
         else:
             axis = x.ndim - 1 if channels_last else 1
             padded = ops.pad(sq, {axis: (half, half)})
@@ -100,8 +101,8 @@ class LRN(Layer):
                 index[axis] = slice(i, i + c)
                 part = padded[tuple(index)]
                 total = part if total is None else ops.add(total, part)
-            scale = ops.add(ops.multiply(total, np.asarray(self.alpha / n, x.dtype)), np.asarray(self.k, x.dtype))
-        return ops.multiply(x, ops.power(scale, np.asarray(-self.beta, x.dtype)))
+            scale = ops.add(ops.multiply(total, const(self.alpha / n, x.dtype)), const(self.k, x.dtype))
+        return ops.multiply(x, ops.power(scale, const(-self.beta, x.dtype)))
 
     def compute_output_layout(self, input_layouts, output_shape):
         return spatial_layout(2, self.data_format)

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.array_module import const
 from .base import Layer, is_shape_list, register_layer
 from .caffe_pooling import kconvert_only_keras3
 from .pooling import normalize_data_format
@@ -81,7 +82,7 @@ class CaffeNormalize(Layer):
         c = self._channel_axis(x.ndim)
         axes = tuple(range(1, x.ndim)) if self.across_spatial else (c,)
         norm = ops.sqrt(ops.add(ops.reduce_sum(ops.square(x), axis=axes, keepdims=True),
-                                np.asarray(self.eps, x.dtype)))
+                                const(self.eps, x.dtype)))
         shape = [1] * x.ndim
         shape[c] = -1
         return ops.multiply(ops.divide(x, norm), self.scale.value.reshape(shape))

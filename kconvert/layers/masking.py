@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from ..ops.array_module import const
 from .base import Layer, register_layer
 
 
@@ -19,7 +20,7 @@ class Masking(Layer):
         self.mask_value = mask_value
 
     def _keep(self, x: np.ndarray, keepdims: bool) -> np.ndarray:
-        return ops.reduce_any(ops.not_equal(x, np.asarray(self.mask_value, x.dtype)), axis=-1, keepdims=keepdims)
+        return ops.reduce_any(ops.not_equal(x, const(self.mask_value, x.dtype, like=x)), axis=-1, keepdims=keepdims)
 
     def call(self, inputs):
         x = np.asarray(inputs)

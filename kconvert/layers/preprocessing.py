@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.array_module import const
 from .base import Layer, register_layer
 
 
@@ -43,7 +44,7 @@ class Rescaling(Layer):
 
     def call(self, inputs):
         x = np.asarray(inputs).astype(self.dtype, copy=False)
-        return x * np.asarray(self.scale, self.dtype) + np.asarray(self.offset, self.dtype)
+        return x * const(self.scale, self.dtype, like=x) + const(self.offset, self.dtype, like=x)
 
     def compute_output_dtype(self, input_dtypes):
         return self.dtype
@@ -100,8 +101,8 @@ class Normalization(Layer):
 
     def call(self, inputs):
         x = np.asarray(inputs).astype(self.dtype, copy=False)
-        mean, variance = (np.asarray(s, self.dtype) for s in self._stats())
-        std = np.maximum(np.sqrt(variance), np.asarray(1e-7, self.dtype))
+        mean, variance = (const(s, self.dtype, like=x) for s in self._stats())
+        std = np.maximum(np.sqrt(variance), const(1e-7, self.dtype))
         return mean + x * std if self.invert else (x - mean) / std
 
     def compute_output_dtype(self, input_dtypes):

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError, KConvertError, ShapeError
-from ..ops.array_module import like
+from ..ops.array_module import like, module_of, to_device
 from ..ops.recurrent import gru_cell, gru_step, lstm_cell, lstm_step, rnn_scan
 from . import activations
 from .base import Layer, Weight, current_keras_version, is_shape_list, register_layer
@@ -95,7 +95,7 @@ class Recurrent(Layer):
         return [np.zeros(shape, self.dtype, like=like(x)) for _ in range(self.n_states)]
 
     def _initial_states(self, x: np.ndarray, given: list) -> list[np.ndarray]:
-        given = [np.asarray(s, self.dtype) for s in given]
+        given = [to_device(np.asarray(s, self.dtype), module_of(x)) for s in given]
         if given and len(given) != self.n_states:
             raise ShapeError(f"has {self.n_states} states but was passed {len(given)} initial states",
                              layer=self.name)
@@ -109,7 +109,7 @@ class Recurrent(Layer):
         # tf.keras takes the given initial states only while the recorded ones are all zero; Keras 3 always
         if given and (self._keras_major >= 3 or not any(np.any(s) for s in self._states)):
             return given
-        return list(self._states)
+        return [to_device(s, module_of(x)) for s in self._states]  # reset_states leaves them on the host
 
     def call(self, inputs, mask=None, training=None, initial_state=None):
         x, given, mask = split_state_inputs(inputs, mask)
@@ -280,7 +280,8 @@ class _DenseRNN(Recurrent):
             if not rate:
                 return None
             keep = np.float32(1.0 - rate)
-            return [(rng.random((x.shape[0], width)) < keep).astype(self.dtype) / keep for _ in range(per_gate)]
+            return [to_device((rng.random((x.shape[0], width)) < keep).astype(self.dtype) / keep, module_of(x))
+                    for _ in range(per_gate)]
 
         recurrent = draw(self.recurrent_dropout, self.units)
         if recurrent is not None and self.gates == 1:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import ops
 from ..errors import ConfigError
+from ..ops.array_module import const
 from .base import register_layer
 from .call_args import CallArgsLayer, Spec, map_structure, unpack_call_args
 
@@ -153,13 +154,13 @@ def _gelu(features, approximate=False, name=None):
 @tf_function("nn.silu", "nn.swish")
 def _silu(features, beta=1.0, name=None):
     x = np.asarray(features)
-    return (x * ops.sigmoid(x * np.asarray(beta, x.dtype))).astype(x.dtype, copy=False)
+    return (x * ops.sigmoid(x * const(beta, x.dtype, like=x))).astype(x.dtype, copy=False)
 
 
 @tf_function("nn.leaky_relu")
 def _leaky_relu(features, alpha=0.2, name=None):
     x = np.asarray(features)
-    return np.where(x > 0, x, np.asarray(alpha, x.dtype) * x).astype(x.dtype, copy=False)
+    return np.where(x > 0, x, const(alpha, x.dtype, like=x) * x).astype(x.dtype, copy=False)
 
 
 @tf_function("nn.softmax", "math.softmax")
@@ -181,7 +182,7 @@ def _l2_normalize(x, axis=None, epsilon=1e-12, name=None, dim=None):
     axis = dim if axis is None else axis
     axes = tuple(axis) if isinstance(axis, (list, tuple)) else axis
     sq = np.sum(np.square(x), axis=axes, keepdims=True)
-    return (x * ops.rsqrt(np.maximum(sq, np.asarray(epsilon, x.dtype)))).astype(x.dtype, copy=False)
+    return (x * ops.rsqrt(np.maximum(sq, const(epsilon, x.dtype)))).astype(x.dtype, copy=False)
 
 
 def _dtype_name(dtype) -> str:
@@ -379,7 +380,7 @@ def _pad(tensor, paddings, mode="CONSTANT", constant_values=0, name=None):
     pads = [tuple(int(v) for v in p) for p in np.asarray(paddings).reshape(-1, 2)]
     mode = str(mode).upper()
     if mode == "CONSTANT":
-        return np.pad(x, pads, constant_values=np.asarray(constant_values, x.dtype))
+        return np.pad(x, pads, constant_values=const(constant_values, x.dtype))
     if mode == "REFLECT":
         return np.pad(x, pads, mode="reflect")
     if mode == "SYMMETRIC":

@@ -93,14 +93,14 @@ def asarray(x, dtype=None):
 def to_host(x):
     """A numpy array holding `x` (copied from the device if it lives there)."""
     module = module_of(x)
-    return _np_asarray(x) if module is np else module.asnumpy(x)
+    return _np_asarray(x) if module is np else module.asnumpy(asarray(x))
 
 
 def to_device(x, module: Any):
-    """`x` on `module`'s device (numpy: on the host)."""
+    """`x` on `module`'s device (numpy: on the host); an array (or a tape's Var) already there as it is."""
     if module is np:
-        return to_host(x)
-    return x if type(x) is module.ndarray else module.asarray(to_host(x))
+        return x if module_of(x) is np and is_array(x) else to_host(x)
+    return x if module_of(x) is module else module.asarray(to_host(x))
 
 
 def full(shape, fill_value, dtype, like=None):
@@ -133,6 +133,15 @@ def special(name: str, x):
     if fn is None:
         raise TypeError(f"{name} is not available for {getattr(module, '__name__', module)} arrays")
     return fn(asarray(x))
+
+
+def const(value, dtype, like=None):
+    """`np.asarray(value, dtype)` made to meet `like` (an array or a Var): a numpy scalar for a scalar (CuPy
+    takes those, not 0-d numpy arrays), an array on `like`'s device otherwise."""
+    a = _np_asarray(value, dtype)
+    if a.ndim == 0:
+        return a[()]
+    return a if like is None else to_device(a, module_of(like))
 
 
 def like(x):

@@ -48,4 +48,6 @@ def call(ufunc, *args, **kwargs):
                 return ufunc(a, block)
             if np.ndim(a) == 0 and (block := _block_like(a, b)) is not None:
                 return ufunc(block, b)
+    if any(type(a) is np.ndarray and a.ndim == 0 for a in args) and any(on_device(a) for a in args):
+        args = tuple(a[()] if type(a) is np.ndarray and a.ndim == 0 else a for a in args)  # CuPy takes scalars
     return ufunc(*args, **kwargs)
