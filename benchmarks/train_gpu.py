@@ -121,8 +121,14 @@ def main() -> None:
     import cupy
 
     gpu = cupy.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:
+        torch_version = "not installed"
     lines = [f"Training one epoch of {args.samples} samples on {gpu} (fastest of {args.repeat}); SGD momentum 0.9",
-             ""]
+             f"numpy {np.__version__}, CuPy {cupy.__version__}, PyTorch {torch_version}", ""]
     for name, (shape, batch) in MODELS.items():
         rng = np.random.default_rng(0)
         x = rng.random((args.samples, *shape), dtype=np.float32)

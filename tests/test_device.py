@@ -14,15 +14,19 @@ import numpy as np
 import pytest
 
 import kconvert as k
-from kconvert.ops import array_module
+from kconvert.ops import array_module, ov_conv
 
 L = k.layers
 
 
 @pytest.fixture(autouse=True)
-def _registered():
+def _registered(monkeypatch):
     array_module.register(fake_device, "fake_device")
-    yield
+    # the host's steps would pick BLAS thread counts and run convolutions in OpenVINO, both of which change the
+    # last bits; a device step does neither. A thread count fixed in the environment keeps the host's alone too
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    with ov_conv.disabled():
+        yield
     array_module.unregister(fake_device)
 
 
@@ -120,11 +124,11 @@ def test_weights_move_once_and_stay_on_the_device_between_steps():
         assert all(type(w._value) is np.ndarray for w in model.weights)
     weight_sizes = sorted(w.value.size for w in model.weights)
     batch = [("to_device", 32 * 37), ("to_device", 32 * 7), ("to_device", 32 * 600)]  # x, y, dropout mask
-    # first step: the weights, then the batch; every step: the loss, outputs and targets back for the metrics
+    # first step: the weights, then the batch; every step: the loss back for the logs (no metrics: nothing else)
     assert sorted(n for d, n in first if d == "to_device") == sorted(weight_sizes + [n for _, n in batch])
     assert sorted(d for d in second if d[0] == "to_device") == sorted(batch)
-    assert sorted(n for d, n in second if d == "to_host") == [1, 1, 32 * 7, 32 * 7]  # total and output loss
-    assert len(first) == n_weights + len(batch) + 4
+    assert [n for d, n in second if d == "to_host"] == [1]
+    assert len(first) == n_weights + len(batch) + 1
 
 
 def test_a_checkpoint_written_during_a_device_fit_loads_and_predicts(tmp_path):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import gemm, parallel, scratch
+from . import gemm, ov_conv, parallel, scratch
 from .array_module import like, on_device
 from .base import Op, register, traceable
 
@@ -176,6 +176,8 @@ def _conv_forward_last(xl, kernel, strides, pads, dilations, groups, keep_cols: 
                          f"(dilations {dilations}, pads {pads})")
     kprod = int(np.prod(ksize))
     cout_g = cout // groups
+    if groups == 1 and (y := ov_conv.forward(xl, kernel, strides, pads, dilations, out_sizes)) is not None:
+        return (y, None) if keep_cols else y  # OpenVINO's kernels, within a training step (ops/ov_conv.py)
     if cin_g == 1 and groups > 1:  # depthwise: a multiply-add per tap beats an im2col of tiny GEMMs
         xp = _pad(xl, pads)
         kd = kernel.reshape(kprod, groups, cout_g)
@@ -263,6 +265,11 @@ class Conv(Op):
                     gxp[sl] += g3[..., 0] * kd[j, :, 0] if cout_g == 1 else np.einsum("...cm,cm->...c", g3, kd[j])
             return (_from_last(gxp[crop], channels_last) if need_x else None,
                     gk.reshape(kernel.shape) if need_k else None)
+        if need_x and groups == 1 and \
+                (gx := ov_conv.input_grad(gl, kernel, xl.shape, strides, pads, dilations)) is not None:
+            gk = Conv.backward(grad, inputs, output, strides, pads, dilations, groups, channels_last,
+                               (False, need_k), saved)[1] if need_k else None
+            return _from_last(gx, channels_last), gk
         gk = np.zeros((groups, kprod * cin_g, cout_g), dtype=dtype, like=like(xl))
         if groups == 1:
             kt = np.ascontiguousarray(kernel.reshape(kprod, cin_g, cout).transpose(0, 2, 1))  # (kprod, cout, cin)

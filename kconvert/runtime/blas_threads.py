@@ -25,7 +25,9 @@ import statistics
 import time
 from collections.abc import Iterator
 
-from ..ops import gemm, parallel
+import numpy as np
+
+from ..ops import array_module, gemm, ov_conv, parallel
 
 _BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 _controller = None
@@ -169,13 +171,14 @@ class StepThreads:
     @contextlib.contextmanager
     def _mode(self, mode: str) -> Iterator[None]:
         blas, mlas = self._threads(mode)
-        with _limit(blas), gemm.use_mlas(mlas), parallel.limit(1 if mode == "one" else None):
+        with _limit(blas), gemm.use_mlas(mlas), ov_conv.use(max(blas, mlas)), \
+                parallel.limit(1 if mode == "one" else None):
             yield
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
         """Run one train step in the chosen mode (and time it while measuring)."""
-        if self.user_fixed:
+        if self.user_fixed or array_module.current() is not np:  # a GPU step: the host's BLAS is not used
             yield
             return
         if self.cores < 2:
@@ -191,7 +194,7 @@ class StepThreads:
     @contextlib.contextmanager
     def current(self) -> Iterator[None]:
         """The mode chosen so far, for steps that are not timed (evaluation)."""
-        if self.user_fixed:
+        if self.user_fixed or array_module.current() is not np:
             yield
             return
         with self._mode(self.choice if self.cores > 1 else "one"):

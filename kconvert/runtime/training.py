@@ -124,19 +124,18 @@ class Compiled:
 
     def update(self, ys: list, outs: list, sws: list, total, per_output: list) -> None:
         batch = len(outs[0])
-        if any(array_module.on_device(_value(o)) for o in outs):  # a device step: the metrics run on the host
-
-            def host(v):
-                return None if v is None else array_module.to_host(_value(v))
-
-            ys, outs, sws, per_output = ([host(v) for v in vs] for vs in (ys, outs, sws, per_output))
-            total = host(total)
-        self.loss_tracker.update_state(_value(total), sample_weight=batch)
+        if any(array_module.on_device(_value(o)) for o in outs):  # a device step: the metrics run on the host,
+            host = _to_host                                         # with only what they read copied back
+        else:
+            host = _value
+        self.loss_tracker.update_state(host(total), sample_weight=batch)
         for tracker, value in zip(self.output_loss_trackers, per_output):
             if tracker is not None and value is not None:
-                tracker.update_state(_value(value), sample_weight=batch)
+                tracker.update_state(host(value), sample_weight=batch)
         if self.metrics is None:
             self.build_metrics(ys, outs)
+        if host is _to_host and any(self.metrics):
+            ys, outs, sws = ([None if v is None else host(v) for v in vs] for vs in (ys, outs, sws))
         for i, entries in enumerate(self.metrics):
             for _, metric, weighted in entries:
                 if ys[i] is not None:
@@ -172,6 +171,10 @@ def _loss_object(spec):
         raise ConfigError(f"could not interpret loss {spec!r}")
     name = spec if isinstance(spec, str) else getattr(obj, "__name__", "loss")
     return losses_mod.LossFunctionWrapper(obj, name=name)
+
+
+def _to_host(x) -> np.ndarray:
+    return array_module.to_host(_value(x))
 
 
 def _value(x) -> np.ndarray:
