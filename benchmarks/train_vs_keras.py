@@ -77,6 +77,9 @@ h = m.fit(x_train, y_train, batch_size={batch}, epochs=1, shuffle=False, verbose
 fit_s = time.perf_counter() - t0
 from threadpoolctl import threadpool_info
 blas = sorted({{f"{{i['internal_api']}} {{i.get('architecture')}}" for i in threadpool_info() if i["user_api"] == "blas"}})
+if "{tool}" != "tf_keras" and "openvino" in sys.modules:  # kconvert ran its convolutions there (ops/ov_conv.py)
+    import openvino
+    blas.append("convolutions: OpenVINO " + openvino.__version__.split("-")[0])
 print(json.dumps({{"fit_s": fit_s, "loss": float(h.history["loss"][-1]), "rss_before_kib": rss_before,
                   "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "blas": ", ".join(blas),
                   "tensorflow_loaded": "tensorflow" in sys.modules}}))
