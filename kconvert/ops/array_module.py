@@ -62,8 +62,8 @@ def module_of(x) -> ModuleType | Any:
     module = _modules.get(t)
     if module is not None:
         return module
-    data = getattr(x, "data", None)
-    if data is not None and type(data) in _modules and type(x).__name__ == "Var":
+    data = getattr(x, "data", None)  # the gradient tape's Var holds its array in `data`
+    if type(data) in _modules:
         return _modules[type(data)]
     if t.__module__.split(".")[0] == "cupy" and t.__name__ == "ndarray":
         return load("cupy")

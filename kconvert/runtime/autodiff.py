@@ -265,16 +265,14 @@ class Var:
 
 
 def _binary(ufunc):
-    # straight to the tape's ufunc handling: numpy's dispatch would offer `device_array + var` to CuPy first,
-    # whose ufuncs refuse a Var instead of deferring to it
     def op(self, other):
-        return _ufunc(ufunc, "__call__", (self, other), {})
+        return ufunc(self, other)
 
     def rop(self, other):
-        return _ufunc(ufunc, "__call__", (other, self), {})
+        return ufunc(other, self)
 
     def iop(self, other):
-        self._rebind(_ufunc(ufunc, "__call__", (self, other), {}))
+        self._rebind(ufunc(self, other))
         return self
 
     return op, rop, iop
@@ -537,12 +535,12 @@ def _advanced(key) -> bool:
 
 
 def _scatter(g, key, shape, dtype, advanced: bool):
-    full = np.zeros(shape, dtype, like=like(g))
+    out = np.zeros(shape, dtype, like=like(g))
     if advanced:
-        add_at(full, key, g)
+        add_at(out, key, g)
     else:
-        full[key] = g
-    return full
+        out[key] = g
+    return out
 
 
 def _getitem(x: Var, key):
@@ -731,13 +729,8 @@ def gradients(model, inputs, loss_fn: Callable, training: bool = True, observe=N
     weights = list(model.trainable_weights)
     all_weights = list(model.weights)
     saved = [(w.value, w.stamp) for w in weights]
-    trainable = {id(w) for w in weights}
-    # device state read by the call (BatchNormalization's moving mean) as untracked Vars: see `constant`
-    held = [(w, w.value, w.stamp) for w in all_weights if id(w) not in trainable and on_device(w.value)]
     watched: list[Var] = []
     try:
-        for w, v, _ in held:
-            w.value = Var(v)
         with GradientTape() as tape:
             watched = [tape.watch(v) for v, _ in saved]
             for w, v in zip(weights, watched):
@@ -749,21 +742,12 @@ def gradients(model, inputs, loss_fn: Callable, training: bool = True, observe=N
         for w, v, (array, stamp) in zip(weights, watched, saved):
             if w.value is v:  # untouched by the call: the same array, the same stamp (caches stay valid)
                 w.value, w.stamp = array, stamp
-        for w, array, stamp in held:
-            if _is_var(w.value) and w.value.node is None and w.value.data is array:
-                w.value, w.stamp = array, stamp
         for w in all_weights:
             if _is_var(w.value):  # assigned by the call (a state update): keep the new value as an array
                 w.value = w.value.data
         _detach_state(model, set())
     value = _raw(loss)
     return float(np.sum(value)), dict(zip(weights, grads))
-
-
-def constant(value):
-    """A device array as an untracked Var, other values as they are. CuPy's ufuncs refuse a Var operand rather
-    than defer to it, so `np.matmul(device_array, var)` must meet a Var first."""
-    return Var(value) if type(value) is not Var and on_device(value) else value
 
 
 def _detached(v):
@@ -794,7 +778,7 @@ def _run(model, inputs, training: bool, observe=None):
     if graph is None:  # a single layer
         return model(inputs, training=training) if training else model(inputs)
     model._ensure_built(inputs)
-    feeds = [constant(f) for f in model._standardize_inputs(inputs)]
+    feeds = model._standardize_inputs(inputs)
     outs, _ = run_graph(graph, feeds, training=training, observe=observe)
     return outs if len(outs) > 1 else outs[0]
 

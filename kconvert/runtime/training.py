@@ -248,7 +248,7 @@ def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
 def _train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     compiled.from_file = None  # the state now moves on from the file's
     n_out = len(compiled.output_names)
-    ys, sws = ([autodiff.constant(v) for v in _as_list_of(d, n_out)] for d in (y, sample_weight))
+    ys, sws = _as_list_of(y, n_out), _as_list_of(sample_weight, n_out)
     seen: dict = {}
     activity = _activity_regularizers(model)
 
