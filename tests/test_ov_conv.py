@@ -31,6 +31,11 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _small_convolutions_too(monkeypatch):
+    monkeypatch.setattr(ov_conv, "MIN_MACS", 0)  # these geometries are small: send them anyway
+
+
 def _case(name, seed=0):
     xs, ks, strides, pads, dil = CASES[name]
     rng = np.random.default_rng(seed)
@@ -72,6 +77,15 @@ def test_it_is_used_only_inside_a_step_and_only_where_it_applies(monkeypatch):
     assert calls == ["forward", "forward"]  # channels_first is made channels-last first: OpenVINO too
     np.testing.assert_allclose(np.moveaxis(y_first, 1, -1), Conv.forward(x, kernel, strides, pads, dil), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_small_convolutions_stay_in_numpy(monkeypatch):
+    monkeypatch.setattr(ov_conv, "MIN_MACS", 1 << 21)
+    x, kernel, strides, pads, dil = _case("same_5x5")  # 3*13*11 outputs x 5*5*6*7 taps: 450,450 multiply-adds
+    with ov_conv.use(2):
+        assert ov_conv.forward(x, kernel, strides, pads, dil, (13, 11)) is None
+        big = np.zeros((8, 40, 40, 6), np.float32)  # 8*40*40 x 1050: 13.4 million
+        assert ov_conv.forward(big, kernel, strides, pads, dil, (40, 40)) is not None
 
 
 def test_a_stride_whose_transposed_size_misses_the_input_falls_back():

@@ -27,6 +27,9 @@ _core = None
 _missing = False
 _disabled = 0
 
+# multiply-adds below which numpy's kernels are used: compiling a model for a new shape costs about 0.1 s, which a
+# small convolution never wins back (the MNIST CNN's first convolution has 40 million)
+MIN_MACS = 1 << 21
 _NHWC_TO_NCHW = [0, 3, 1, 2]
 _NCHW_TO_NHWC = [0, 2, 3, 1]
 _HWIO_TO_OIHW = [3, 2, 0, 1]
@@ -82,8 +85,9 @@ def threads() -> int:
     return n if n and not _disabled and available() else 0
 
 
-def _eligible(*arrays) -> bool:
-    return all(type(a) is np.ndarray and a.dtype == np.float32 for a in arrays)
+def _eligible(kernel: np.ndarray, data: np.ndarray, out_shape: tuple) -> bool:
+    return kernel.ndim == 4 and all(type(a) is np.ndarray and a.dtype == np.float32 for a in (kernel, data)) and \
+        int(np.prod(out_shape[:-1])) * int(np.prod(kernel.shape)) >= MIN_MACS
 
 
 def _request(kind: str, shapes: tuple, strides, pads, dilations, threads: int):
@@ -146,15 +150,16 @@ def _run(kind: str, data: np.ndarray, kernel: np.ndarray, out_shape: tuple, stri
 
 def forward(x: np.ndarray, kernel: np.ndarray, strides, pads, dilations, out_sizes) -> np.ndarray | None:
     """The convolution of channels-last `x` with HWIO `kernel` (groups == 1), or None where it does not apply."""
-    if not threads() or kernel.ndim != 4 or not _eligible(x, kernel) or any(lo < 0 or hi < 0 for lo, hi in pads):
+    out_shape = (x.shape[0], *out_sizes, kernel.shape[-1])
+    if not threads() or not _eligible(kernel, x, out_shape) or any(lo < 0 or hi < 0 for lo, hi in pads):
         return None
-    return _run("forward", x, kernel, (x.shape[0], *out_sizes, kernel.shape[-1]), strides, pads, dilations)
+    return _run("forward", x, kernel, out_shape, strides, pads, dilations)
 
 
 def input_grad(grad: np.ndarray, kernel: np.ndarray, x_shape: tuple, strides, pads, dilations) -> np.ndarray | None:
     """The input gradient of that convolution from the output's gradient `grad`, or None where it does not
     apply (a stride whose transposed output size is not the input's: the rows it skipped get zeros here)."""
-    if not threads() or kernel.ndim != 4 or not _eligible(grad, kernel) or any(lo < 0 or hi < 0 for lo, hi in pads):
+    if not threads() or not _eligible(kernel, grad, grad.shape) or any(lo < 0 or hi < 0 for lo, hi in pads):
         return None
     for i, (g, s, d, (lo, hi)) in enumerate(zip(grad.shape[1:3], strides, dilations, pads)):
         if (g - 1) * s + d * (kernel.shape[i] - 1) + 1 - lo - hi != x_shape[1 + i]:
