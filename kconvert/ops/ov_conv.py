@@ -85,13 +85,17 @@ def threads() -> int:
     return n if n and not _disabled and available() else 0
 
 
-def _eligible(kernel: np.ndarray, data: np.ndarray, out_shape: tuple) -> bool:
-    return kernel.ndim == 4 and all(type(a) is np.ndarray and a.dtype == np.float32 for a in (kernel, data)) and \
+def _eligible(kernel: np.ndarray, data: np.ndarray, out_shape: tuple, pads) -> bool:
+    """In a step, float32 numpy arrays of a 2-D convolution without cropping pads, and large enough."""
+    return bool(threads()) and kernel.ndim == 4 and \
+        all(type(a) is np.ndarray and a.dtype == np.float32 for a in (kernel, data)) and \
+        not any(lo < 0 or hi < 0 for lo, hi in pads) and \
         int(np.prod(out_shape[:-1])) * int(np.prod(kernel.shape)) >= MIN_MACS
 
 
 def _request(kind: str, shapes: tuple, strides, pads, dilations, threads: int):
-    """An infer request (this thread's own) for a compiled one-op model; NHWC data, HWIO kernel."""
+    """An infer request (this thread's own) for a compiled one-op model, NHWC data and HWIO kernel; None where
+    OpenVINO gives another output shape."""
     key = (kind, shapes, tuple(strides), tuple(tuple(p) for p in pads), tuple(dilations), threads)
     requests = getattr(_local, "requests", None)
     if requests is None:
@@ -100,9 +104,14 @@ def _request(kind: str, shapes: tuple, strides, pads, dilations, threads: int):
     if request is not None:
         return request
     with _lock:
-        model = _compiled.get(key)
-        if model is None:
-            model = _compiled[key] = _compile(kind, shapes, strides, pads, dilations, threads)
+        if key not in _compiled:
+            try:
+                _compiled[key] = _compile(kind, shapes, strides, pads, dilations, threads)
+            except ValueError:  # a geometry OpenVINO sizes otherwise: remembered, numpy's kernels serve it
+                _compiled[key] = None
+        model = _compiled[key]
+    if model is None:
+        return None
     request = requests[key] = model.create_infer_request()
     return request
 
@@ -136,9 +145,8 @@ def _run(kind: str, data: np.ndarray, kernel: np.ndarray, out_shape: tuple, stri
 
     n = threads()
     data, kernel = np.ascontiguousarray(data), np.ascontiguousarray(kernel)
-    try:
-        request = _request(kind, (data.shape, kernel.shape, tuple(out_shape)), strides, pads, dilations, n)
-    except ValueError:
+    request = _request(kind, (data.shape, kernel.shape, tuple(out_shape)), strides, pads, dilations, n)
+    if request is None:
         return None
     out = np.empty(out_shape, np.float32)
     request.set_input_tensor(0, ov.Tensor(data, shared_memory=True))
@@ -151,7 +159,7 @@ def _run(kind: str, data: np.ndarray, kernel: np.ndarray, out_shape: tuple, stri
 def forward(x: np.ndarray, kernel: np.ndarray, strides, pads, dilations, out_sizes) -> np.ndarray | None:
     """The convolution of channels-last `x` with HWIO `kernel` (groups == 1), or None where it does not apply."""
     out_shape = (x.shape[0], *out_sizes, kernel.shape[-1])
-    if not threads() or not _eligible(kernel, x, out_shape) or any(lo < 0 or hi < 0 for lo, hi in pads):
+    if not _eligible(kernel, x, out_shape, pads):
         return None
     return _run("forward", x, kernel, out_shape, strides, pads, dilations)
 
@@ -159,7 +167,7 @@ def forward(x: np.ndarray, kernel: np.ndarray, strides, pads, dilations, out_siz
 def input_grad(grad: np.ndarray, kernel: np.ndarray, x_shape: tuple, strides, pads, dilations) -> np.ndarray | None:
     """The input gradient of that convolution from the output's gradient `grad`, or None where it does not
     apply (a stride whose transposed output size is not the input's: the rows it skipped get zeros here)."""
-    if not threads() or not _eligible(kernel, grad, grad.shape) or any(lo < 0 or hi < 0 for lo, hi in pads):
+    if not _eligible(kernel, grad, grad.shape, pads):
         return None
     for i, (g, s, d, (lo, hi)) in enumerate(zip(grad.shape[1:3], strides, dilations, pads)):
         if (g - 1) * s + d * (kernel.shape[i] - 1) + 1 - lo - hi != x_shape[1 + i]:

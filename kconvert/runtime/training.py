@@ -223,26 +223,25 @@ def _constrain(model) -> None:
 
 
 @contextlib.contextmanager
-def _placed(model, compiled: Compiled) -> Iterator[Any]:
+def _placed(model, compiled: Compiled, *batch) -> Iterator[tuple]:
     """A step on the `array_module.device` block's module: the model's weights and the optimizer's state there
-    (moved once, they stay until something outside a step reads them); yields the module."""
+    (moved once, they stay until something outside a step reads them); yields `batch` (x, y, sample weights)
+    moved there too."""
     module = array_module.current()
     if module is np:
-        yield np
+        yield batch
         return
     with array_module.step(module):
         for w in model.weights:
             w.place(module)
         compiled.optimizer.place(module)
-        yield module
+        yield tuple(array_module.to_module(v, module) for v in batch)
 
 
 def train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     """One optimizer step on one batch; returns the running logs."""
-    with _placed(model, compiled) as module:
-        if module is not np:
-            x, y, sample_weight = (array_module.to_module(v, module) for v in (x, y, sample_weight))
-        return _train_step(model, compiled, x, y, sample_weight)
+    with _placed(model, compiled, x, y, sample_weight) as batch:
+        return _train_step(model, compiled, *batch)
 
 
 def _train_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
@@ -283,10 +282,8 @@ def _activity_regularizers(model) -> dict:
 
 def test_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
     """One evaluation step on one batch; returns the running logs."""
-    with _placed(model, compiled) as module:
-        if module is not np:
-            x, y, sample_weight = (array_module.to_module(v, module) for v in (x, y, sample_weight))
-        return _test_step(model, compiled, x, y, sample_weight)
+    with _placed(model, compiled, x, y, sample_weight) as batch:
+        return _test_step(model, compiled, *batch)
 
 
 def _test_step(model, compiled: Compiled, x, y, sample_weight) -> dict:
